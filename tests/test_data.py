@@ -1,0 +1,111 @@
+"""Data in: bundled names, tables, arrays, CSV, tf.data; task inference; clear refusals."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from tfkit import data, datasets
+
+
+def test_bundled_penguins_table_spec():
+    prepared = data.prepare("penguins")
+    spec = prepared.spec
+    assert spec.kind == "table" and spec.task == "multiclass"
+    assert spec.class_names == ("Adelie", "Chinstrap", "Gentoo")
+    assert set(spec.string_columns) == {"island", "sex"}
+    assert "bill_length_mm" in spec.numeric_columns
+    # 344 rows, 11 with a missing cell are dropped and reported.
+    assert spec.n_train + spec.n_val == 333
+    assert spec.report == ("dropped 11 rows with 19 missing cells",)
+
+
+def test_impute_keeps_every_row_and_says_so():
+    spec = data.prepare("penguins", missing="impute").spec
+    assert spec.n_train + spec.n_val == 344
+    assert spec.report[0].startswith("imputed 19 missing cells in 11 rows")
+
+
+def test_validation_split_is_shuffled_and_repeatable():
+    a = data.prepare("penguins", seed=1).validation_arrays[1]
+    b = data.prepare("penguins", seed=1).validation_arrays[1]
+    c = data.prepare("penguins", seed=2).validation_arrays[1]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert len(np.unique(a)) == 3  # the CSV is sorted by species; the split is not
+
+
+@pytest.mark.parametrize(
+    ("y", "task"),
+    [
+        (np.array([0.5, 1.5, 2.25, 3.0] * 10), "regression"),
+        (np.array([0, 1] * 20), "binary"),
+        (np.array(["cat", "dog", "cow", "cat"] * 10), "multiclass"),
+        (np.arange(40) * 1.0, "regression"),  # 40 distinct integers read as a quantity
+        (np.array([0, 1, 2, 3] * 10), "multiclass"),
+    ],
+)
+def test_task_is_inferred_from_the_target(y, task):
+    x = np.random.default_rng(0).normal(size=(len(y), 3))
+    assert data.prepare((x, y)).spec.task == task
+
+
+def test_task_override():
+    x, y = np.zeros((40, 2)), np.array([0, 1, 2, 3] * 10)
+    assert data.prepare((x, y), task="regression").spec.task == "regression"
+
+
+def test_csv_path_and_dataframe(tmp_path):
+    frame = datasets.load("penguins")
+    path = tmp_path / "birds.csv"
+    frame.to_csv(path, index=False)
+    from_csv = data.prepare(str(path), target="species").spec
+    from_frame = data.prepare(frame, target="species").spec
+    assert from_csv.name == "birds"
+    assert from_csv.columns == from_frame.columns
+
+
+def test_tf_data_dataset_batched_or_not():
+    x, y = datasets.make_classification(100, 4, 3)
+    for ds in (tf.data.Dataset.from_tensor_slices((x, y)),
+               tf.data.Dataset.from_tensor_slices((x, y)).batch(16)):
+        prepared = data.prepare(ds, validation_split=0.2)
+        assert prepared.spec.task == "multiclass"
+        assert (prepared.spec.n_train, prepared.spec.n_val) == (80, 20)
+        assert prepared.spec.input_shape == (4,)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: data.prepare("penguins", target="wings"),
+         "no column 'wings'; the columns are: species, island, bill_length_mm"),
+        (lambda: data.prepare(pd.DataFrame({"a": [], "b": []}), target="b"),
+         "data is empty"),
+        (lambda: data.prepare((np.zeros((10, 2)), np.zeros(7))),
+         r"same length; got len\(X\)=10, len\(y\)=7"),
+        (lambda: data.prepare((np.zeros((0, 2)), np.zeros(0))), "data is empty"),
+        (lambda: data.prepare((np.array([[1.0, np.nan]] * 5), np.arange(5.0))),
+         "X holds 5 NaN or infinite values"),
+        (lambda: data.prepare((np.ones((5, 2)), np.array([1.0, np.nan, 2, 3, 4]))),
+         "y holds 1 NaN or infinite labels"),
+        (lambda: data.prepare((np.ones((4, 2)), np.array(["a", "b", "a", "b"])),
+                              task="regression"),
+         "text labels .* task='regression' needs numbers"),
+        (lambda: data.prepare("no_such_dataset_or_file.csv"),
+         "neither a bundled dataset \\(auto_mpg, digits, penguins\\) nor an existing CSV"),
+        (lambda: data.prepare(42), "data must be a bundled dataset name"),
+    ],
+)
+def test_bad_data_is_refused_with_a_useful_message(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_model_inputs_from_a_dataframe_ignore_extra_columns():
+    spec = data.prepare("penguins").spec
+    inputs = data.model_inputs(datasets.load("penguins").dropna().head(4), spec)
+    assert set(inputs) == set(spec.columns)
+    assert inputs["island"].shape == (4, 1) and inputs["body_mass_g"].dtype == np.float32
+    with pytest.raises(ValueError, match="lack the column"):
+        data.model_inputs({"island": ["Biscoe"]}, spec)

@@ -1,0 +1,63 @@
+"""Strategy resolution: what 'auto' picks, cpu:N, and refusals."""
+
+import json
+
+import pytest
+import tensorflow as tf
+
+from tfkit import distribute
+
+
+@pytest.mark.parametrize(
+    ("gpus", "tpu", "workers", "expected"),
+    [
+        (0, False, 1, "cpu"),
+        (1, False, 1, "gpu"),
+        (4, False, 1, "mirrored"),
+        (0, True, 1, "tpu"),
+        (2, True, 1, "tpu"),
+        (0, False, 2, "multi_worker"),
+        (8, True, 3, "multi_worker"),
+    ],
+)
+def test_auto_choice(gpus, tpu, workers, expected):
+    assert distribute.choose(gpus=gpus, tpu=tpu, workers=workers) == expected
+
+
+def test_cluster_workers_reads_tf_config(monkeypatch):
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
+                    "task": {"type": "worker", "index": 0}}),
+    )
+    assert distribute.cluster_workers() == 2
+    monkeypatch.delenv("TF_CONFIG")
+    assert distribute.cluster_workers() == 1
+
+
+def test_cpu_split_gives_two_replicas():
+    strategy = distribute.resolve("cpu:2")
+    assert isinstance(strategy, tf.distribute.MirroredStrategy)
+    assert strategy.num_replicas_in_sync == 2
+    assert distribute.resolve("cpu:2") is strategy  # one per process: collectives stay apart
+
+
+def test_cpu_split_beyond_started_devices_is_refused():
+    with pytest.raises(ValueError, match="needs 8 logical CPU devices, but TensorFlow already"):
+        distribute.resolve("cpu:8")
+
+
+def test_unknown_strategy_and_missing_hardware(monkeypatch):
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        distribute.resolve("quantum")
+    if not tf.config.list_physical_devices("GPU"):
+        with pytest.raises(ValueError, match="needs a GPU"):
+            distribute.resolve("gpu")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="needs TF_CONFIG"):
+        distribute.resolve("multi_worker")
+
+
+def test_single_process_is_chief():
+    assert distribute.is_chief(distribute.resolve("cpu"))
+    assert distribute.describe()["auto_picks"] in ("cpu", "gpu", "mirrored", "tpu")

@@ -1,0 +1,135 @@
+"""tfkit.train(): it learns, it is exact across replicas, and it refuses bad input early."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkit
+from tfkit import datasets
+
+QUIET = {"verbose": False, "export": None, "logdir": None}
+
+
+def test_penguins_mlp_reaches_95_percent():
+    result = tfkit.train("penguins", target="species", model="mlp", epochs=20, **QUIET)
+    assert result.history["val_accuracy"][-1] >= 0.95
+    assert result.history["loss"][-1] < result.history["loss"][0] / 5
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(result.history)
+    assert len(result.history["loss"]) == 20
+
+
+def test_auto_mpg_mlp_mae_below_2_5():
+    result = tfkit.train("auto_mpg", model="mlp", epochs=60, **QUIET)
+    assert result.spec.task == "regression"
+    assert result.history["val_mae"][-1] <= 2.5
+
+
+def test_digits_cnn_reaches_95_percent():
+    result = tfkit.train("digits", model="cnn", epochs=10, **QUIET)
+    assert result.history["val_accuracy"][-1] >= 0.95
+
+
+def test_linear_regression_recovers_slope_and_intercept():
+    x, y = datasets.make_linear(2000, slope=3.0, intercept=2.0, noise=0.1)
+    result = tfkit.train((x, y), model="linear_regression", learning_rate=0.05, epochs=20,
+                         **QUIET)
+    at_0, at_1 = result.predict(np.array([[0.0], [1.0]]))[:, 0]
+    assert at_1 - at_0 == pytest.approx(3.0, rel=0.02)
+    assert at_0 == pytest.approx(2.0, rel=0.02)
+
+
+@pytest.mark.parametrize("l2", [0.0, 1e-2])
+def test_one_device_and_two_replicas_train_the_same_model(l2):
+    """The proof that the loss is scaled right across replicas (and the L2 penalty too)."""
+    options = dict(epochs=3, batch_size=32, seed=3, model_kwargs={"l2": l2}, **QUIET)
+    one = tfkit.train("penguins", strategy="cpu", **options)
+    two = tfkit.train("penguins", strategy="cpu:2", **options)
+    assert two.strategy.num_replicas_in_sync == 2
+    rows = datasets.load("penguins").dropna()
+    np.testing.assert_allclose(one.predict(rows), two.predict(rows), atol=1e-4)
+    np.testing.assert_allclose(one.history["loss"], two.history["loss"], rtol=1e-5)
+
+
+def test_global_norm_clipping_bounds_every_step():
+    result = tfkit.train("auto_mpg", epochs=2, clip_norm=1.0, learning_rate=1e-2,
+                         steps_per_execution=1, **QUIET)
+    unclipped = tfkit.train("auto_mpg", epochs=2, learning_rate=1e-2, steps_per_execution=1,
+                            **QUIET)
+    # The norm is measured before clipping; clipping changes where training goes.
+    assert unclipped.history["grad_norm"][0] > 1.0
+    assert result.history["loss"][-1] != unclipped.history["loss"][-1]
+
+
+def test_keras_callbacks_are_driven_and_early_stopping_stops():
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, sorted(logs)))
+
+    result = tfkit.train("penguins", epochs=200, learning_rate=0.05,
+                         early_stopping_patience=2, callbacks=[Record()], **QUIET)
+    assert len(result.history["loss"]) < 200
+    assert seen[0][0] == 0 and "val_loss" in seen[0][1]
+
+
+def test_epoch_scalars_are_written_for_train_and_validation(tmp_path):
+    result = tfkit.train("penguins", epochs=3, logdir=str(tmp_path), run_name="r1",
+                         verbose=False, export=None)
+    assert result.logdir == os.path.join(str(tmp_path), "r1")
+    tags = {}
+    for split in ("train", "validation"):
+        for path in glob.glob(os.path.join(result.logdir, split, "events.*")):
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    tags.setdefault(split, set()).add(value.tag)
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= tags["train"]
+    assert {"epoch_loss", "epoch_accuracy"} <= tags["validation"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"data": "penguins", "target": "wings"}, "no column 'wings'; the columns are"),
+        ({"data": "penguins", "model": "transformerz"}, "unknown model 'transformerz'"),
+        ({"data": (np.zeros((9, 2)), np.zeros(4))}, r"len\(X\)=9, len\(y\)=4"),
+        ({"data": "penguins", "batch_size": 0}, "batch_size must be a positive integer"),
+        ({"data": "penguins", "epochs": -1}, "epochs must be a positive integer"),
+        ({"data": "penguins", "strategy": "warp"}, "strategy must be one of"),
+        ({"data": "penguins", "batch_size": 33, "strategy": "cpu:2"},
+         "batch_size 33 must divide evenly over 2 replicas"),
+        ({"data": "penguins", "epoch": 3}, "unknown option\\(s\\) epoch; valid options"),
+    ],
+)
+def test_bad_input_fails_before_training(tmp_path, options, message):
+    data = options.pop("data")
+    with pytest.raises(ValueError, match=message):
+        tfkit.train(data, logdir=str(tmp_path), export=str(tmp_path / "models"), **options)
+    assert not (tmp_path / "models").exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_tf_data_input_trains():
+    x, y = datasets.make_classification(600, 8, 2, seed=1)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    result = tfkit.train(ds, model="logistic_regression", epochs=5, learning_rate=0.05, **QUIET)
+    assert result.spec.task == "binary"
+    assert result.history["val_accuracy"][-1] > 0.9
+
+
+def test_export_reloads_with_raw_columns(tmp_path):
+    result = tfkit.train("penguins", epochs=3, verbose=False, logdir=None,
+                         export=str(tmp_path))
+    assert result.export_path == str(tmp_path / "penguins" / "1")
+    loaded = tf.saved_model.load(result.export_path)
+    serve = loaded.signatures["serving_default"]
+    rows = datasets.load("penguins").dropna().head(5)
+    feed = {c: tf.constant(rows[c].to_numpy().astype(np.float32 if c in result.spec.numeric_columns
+                                                      else str))
+            for c in result.spec.columns}
+    served = serve(**feed)["probabilities"].numpy()
+    np.testing.assert_allclose(served, result.predict(rows), atol=1e-5)

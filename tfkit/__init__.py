@@ -1,0 +1,19 @@
+"""tfkit: train Keras models with a transparent tf.distribute loop, watch them learn, serve them."""
+
+from tfkit import datasets, models
+from tfkit.config import TrainConfig
+from tfkit.data import DataSpec
+from tfkit.distribute import describe as devices
+from tfkit.train import TrainResult, train
+
+__all__ = [
+    "DataSpec",
+    "TrainConfig",
+    "TrainResult",
+    "datasets",
+    "devices",
+    "models",
+    "train",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,129 @@
+"""The `tfkit` command: train, quickstart, devices, export, serve."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import types
+import typing
+from typing import Any
+
+from tfkit.config import TrainConfig
+
+# Fields that only make sense from Python (objects, dicts) or are set differently on the CLI.
+_NOT_FLAGS = {"model_kwargs", "verbose"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tfkit` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return args.run(args)
+    except ValueError as err:  # bad input: say what is wrong, no stack trace
+        print(f"tfkit: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfkit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model with tfkit's own loop")
+    _add_config_flags(train)
+    train.set_defaults(run=_run_train)
+
+    quick = sub.add_parser(
+        "quickstart", help="train on bundled penguins, log, export, serve one prediction"
+    )
+    quick.add_argument("--epochs", type=int, default=20)
+    quick.add_argument("--models", default="models", help="model repository to export into")
+    quick.add_argument("--logdir", default="tensorboard_logs")
+    quick.set_defaults(run=_run_quickstart)
+
+    devices = sub.add_parser("devices", help="show devices and what strategy='auto' picks")
+    devices.set_defaults(run=_run_devices)
+
+    from tfkit.export import add_export_arguments, run_export
+
+    export = sub.add_parser("export", help="export a saved Keras model as a versioned SavedModel")
+    add_export_arguments(export)
+    export.set_defaults(run=run_export)
+
+    from serving.cli import add_serve_arguments, run_serve
+
+    serve = sub.add_parser("serve", help="serve a model repository over TF Serving's REST API")
+    add_serve_arguments(serve)
+    serve.set_defaults(run=run_serve)
+    return parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in _NOT_FLAGS:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        kind = _flag_type(hints[field.name])
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+        else:
+            parser.add_argument(flag, type=kind, default=field.default, metavar=field.name.upper())
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _flag_type(hint: Any) -> Any:
+    """int/float/bool from a field's type; strings (and 'none') for everything else."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for kind in (bool, int, float):
+        if kind in options:
+            return kind if kind is bool else _optional(kind)
+    return _optional(str)
+
+
+def _optional(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.lower() in ("none", "") else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _config_from(args: argparse.Namespace) -> TrainConfig:
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in _NOT_FLAGS
+    }
+    return TrainConfig(**values, verbose=False if args.quiet else None)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import tfkit
+
+    result = tfkit.train(config=_config_from(args))
+    final = {k: round(v[-1], 4) for k, v in result.history.items()}
+    print(json.dumps({"final": final, "logdir": result.logdir, "export_path": result.export_path},
+                     indent=2))
+    return 0
+
+
+def _run_devices(args: argparse.Namespace) -> int:
+    from tfkit.distribute import describe
+
+    print(json.dumps(describe(), indent=2))
+    return 0
+
+
+def _run_quickstart(args: argparse.Namespace) -> int:
+    from tfkit.quickstart import run
+
+    return run(epochs=args.epochs, models=args.models, logdir=args.logdir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The one frozen configuration of a training run, validated on creation."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+TASKS = ("auto", "regression", "binary", "multiclass")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+STRATEGY_NAMES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
+MISSING_POLICIES = ("drop", "impute")
+_CPU_N = re.compile(r"^cpu:(\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run; `tfkit.train(**kwargs)` builds one of these.
+
+    Example:
+        >>> cfg = TrainConfig(data="penguins", target="species", epochs=5)
+        >>> cfg.batch_size
+        32
+    """
+
+    data: Any = "penguins"  # bundled name | DataFrame | (X, y) | CSV path | tf.data.Dataset
+    target: str | None = None  # column to predict; bundled datasets bring their own
+    model: Any = "mlp"  # builder name | keras.Model | callable(spec) -> keras.Model
+    task: str = "auto"  # inferred from the target unless given
+    epochs: int = 20
+    batch_size: int = 32  # global batch, split across replicas
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    validation_split: float = 0.2
+    seed: int = 0
+    strategy: Any = "auto"
+    steps_per_execution: int | None = None  # None: chosen from the epoch length
+    clip_norm: float | None = None  # clip by the global norm across all replicas
+    early_stopping_patience: int | None = None  # epochs without val_loss improvement
+    missing: str = "drop"  # rows with a missing value: drop them or impute (median / "missing")
+    logdir: str | None = "tensorboard_logs"
+    run_name: str | None = None  # default: <dataset>-<model>-<timestamp>
+    export: str | None = "models"  # model repository; None skips export
+    model_name: str | None = None  # folder under the repository; default: the dataset's name
+    jit_compile: bool = False  # XLA measured slower on CPU for small models
+    verbose: bool | None = None  # progress bar; None: only on a terminal
+    model_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to the builder
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise ValueError(
+                f"validation_split must be in [0, 1), got {self.validation_split!r}"
+            )
+        _check_choice("task", self.task, TASKS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("missing", self.missing, MISSING_POLICIES)
+        if isinstance(self.strategy, str):
+            if self.strategy not in STRATEGY_NAMES and not _CPU_N.match(self.strategy):
+                allowed = ", ".join(STRATEGY_NAMES + ("cpu:N",))
+                raise ValueError(
+                    f"strategy must be one of {allowed} or a tf.distribute.Strategy, "
+                    f"got {self.strategy!r}"
+                )
+            match = _CPU_N.match(self.strategy)
+            if match and int(match.group(1)) < 1:
+                raise ValueError(f"strategy 'cpu:N' needs N >= 1, got {self.strategy!r}")
+        if self.steps_per_execution is not None and self.steps_per_execution <= 0:
+            raise ValueError(
+                f"steps_per_execution must be a positive integer or None, "
+                f"got {self.steps_per_execution!r}"
+            )
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be > 0 or None, got {self.clip_norm!r}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(
+                f"early_stopping_patience must be >= 1 or None, "
+                f"got {self.early_stopping_patience!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view (objects shown by their type name)."""
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None or isinstance(value, (bool, int, float, str)):
+                out[field.name] = value
+            elif isinstance(value, dict):
+                out[field.name] = {k: repr(v) for k, v in value.items()}
+            else:
+                out[field.name] = f"<{type(value).__name__}>"
+        return out
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

@@ -1,0 +1,175 @@
+"""Pick the tf.distribute strategy: the only module that looks at devices."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+from typing import Any
+
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+_CPU_N = re.compile(r"^cpu:(\d+)$")
+
+
+def choose(*, gpus: int, tpu: bool, workers: int) -> str:
+    """What `strategy="auto"` picks for the hardware found (pure, for testing).
+
+    Example:
+        >>> choose(gpus=0, tpu=False, workers=1)
+        'cpu'
+    """
+    if workers > 1:
+        return "multi_worker"
+    if tpu:
+        return "tpu"
+    if gpus > 1:
+        return "mirrored"
+    if gpus == 1:
+        return "gpu"
+    return "cpu"
+
+
+def cluster_workers() -> int:
+    """How many workers `TF_CONFIG` names (1 when it is absent)."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return 1
+    try:
+        cluster = json.loads(raw).get("cluster", {})
+    except json.JSONDecodeError as err:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {err}") from None
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def tpu_present() -> bool:
+    """A TPU is named by the environment or attached to this host.
+
+    Asking the TPU resolver directly would wait on a metadata server that does
+    not exist off Google Cloud, so only cheap local signs are read.
+    """
+    return bool(os.environ.get("TPU_NAME")) or os.path.exists("/dev/accel0")
+
+
+def resolve(strategy: Any = "auto") -> tf.distribute.Strategy:
+    """Turn a strategy name (or a ready strategy) into a `tf.distribute.Strategy`.
+
+    Args:
+        strategy: "auto", "cpu", "cpu:N", "gpu", "mirrored", "multi_worker",
+            "tpu", or a `tf.distribute.Strategy`.
+
+    Returns:
+        The strategy to train under.
+
+    Raises:
+        ValueError: an unknown name, or hardware the name needs is not there.
+    """
+    if isinstance(strategy, tf.distribute.Strategy):
+        return strategy
+    if strategy == "auto":
+        strategy = choose(
+            gpus=len(tf.config.list_physical_devices("GPU")),
+            tpu=tpu_present(),
+            workers=cluster_workers(),
+        )
+        log.info("strategy 'auto' picked %r", strategy)
+    match = _CPU_N.match(str(strategy))
+    if match:
+        return _split_cpu(int(match.group(1)))
+    if strategy == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    if strategy == "gpu":
+        if not tf.config.list_physical_devices("GPU"):
+            raise ValueError("strategy 'gpu' needs a GPU, and none is visible; use 'auto' or 'cpu'")
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    if strategy == "mirrored":
+        return _mirrored()
+    if strategy == "multi_worker":
+        if cluster_workers() < 2:
+            raise ValueError(
+                "strategy 'multi_worker' needs TF_CONFIG naming the cluster's workers "
+                '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                '"task": {"type": "worker", "index": 0}})'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if strategy == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu=os.environ.get("TPU_NAME", "")
+        )
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(
+        "strategy must be one of auto, cpu, cpu:N, gpu, mirrored, multi_worker, tpu or a "
+        f"tf.distribute.Strategy; got {strategy!r}"
+    )
+
+
+@functools.cache
+def _mirrored() -> tf.distribute.Strategy:
+    return tf.distribute.MirroredStrategy()
+
+
+@functools.cache
+def _split_cpu(n: int) -> tf.distribute.Strategy:
+    """MirroredStrategy over N logical CPU devices (multi-replica on a laptop).
+
+    One strategy per N for the whole process: two MirroredStrategy objects
+    over the same devices reuse collective keys and abort each other's
+    all-reduces.
+    """
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * n
+        )
+    except RuntimeError:
+        pass  # TensorFlow already started; use the logical devices it has
+    logical = tf.config.list_logical_devices("CPU")
+    if len(logical) < n:
+        raise ValueError(
+            f"strategy 'cpu:{n}' needs {n} logical CPU devices, but TensorFlow already started "
+            f"with {len(logical)}; choose cpu:N before anything else touches TensorFlow "
+            "(e.g. as the first call in a fresh process)"
+        )
+    if n == 1:
+        return tf.distribute.OneDeviceStrategy(logical[0].name)
+    return tf.distribute.MirroredStrategy([d.name for d in logical[:n]])
+
+
+def describe() -> dict[str, Any]:
+    """What hardware is here and what `strategy="auto"` would pick (`tfkit devices`)."""
+    physical = {
+        kind: [d.name for d in tf.config.list_physical_devices(kind)]
+        for kind in ("CPU", "GPU", "TPU")
+    }
+    return {
+        "tensorflow": tf.__version__,
+        "physical_devices": physical,
+        "logical_cpus": len(tf.config.list_logical_devices("CPU")),
+        "tf_config_workers": cluster_workers(),
+        "tpu_signs": tpu_present(),
+        "auto_picks": choose(
+            gpus=len(physical["GPU"]), tpu=tpu_present(), workers=cluster_workers()
+        ),
+        "cpu_cores": os.cpu_count(),
+    }
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes logs, checkpoints and exports.
+
+    The chief is the "chief" task, or worker 0 when the cluster names none;
+    a single process is always its own chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster

@@ -1,0 +1,174 @@
+"""Model builders: each makes a Keras model from a `DataSpec`.
+
+A table model takes its raw named columns; normalization and string lookups
+live inside the model, so the exported SavedModel takes raw values too.
+Classifiers end in a softmax (or a sigmoid for two classes), regressors in one
+linear unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfkit.data import DataSpec
+
+Builder = Callable[..., keras.Model]
+
+
+def linear_regression(spec: DataSpec) -> keras.Model:
+    """y = w·x + b: one Dense unit on the (normalized) inputs.
+
+    Example:
+        >>> from tfkit import data, datasets
+        >>> spec = data.prepare(datasets.make_linear(100)).spec
+        >>> linear_regression(spec).count_params()
+        4
+    """
+    if spec.task != "regression":
+        raise ValueError(
+            f"model 'linear_regression' predicts a number, but the task is {spec.task!r}; "
+            "use 'logistic_regression' for classes"
+        )
+    inputs, features = _inputs(spec, flatten=True)
+    return keras.Model(inputs, _head(spec, features), name="linear_regression")
+
+
+def logistic_regression(spec: DataSpec) -> keras.Model:
+    """Class probabilities from one linear layer and a sigmoid / softmax."""
+    if spec.task == "regression":
+        raise ValueError(
+            "model 'logistic_regression' predicts classes, but the task is 'regression'; "
+            "use 'linear_regression' or 'mlp'"
+        )
+    inputs, features = _inputs(spec, flatten=True)
+    return keras.Model(inputs, _head(spec, features), name="logistic_regression")
+
+
+def mlp(
+    spec: DataSpec, hidden: tuple[int, ...] = (64, 64), dropout: float = 0.0, l2: float = 0.0
+) -> keras.Model:
+    """A multi-layer perceptron: Dense + ReLU layers, then the task's head.
+
+    Args:
+        spec: the data spec.
+        hidden: units of each hidden layer.
+        dropout: dropout rate after each hidden layer.
+        l2: L2 penalty on each hidden layer's kernel.
+    """
+    inputs, x = _inputs(spec, flatten=True)
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(
+            units, activation="relu", kernel_regularizer=regularizer, name=f"dense_{i}"
+        )(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _head(spec, x), name="mlp")
+
+
+def cnn(
+    spec: DataSpec, filters: tuple[int, ...] = (32, 64), dense: int = 64, dropout: float = 0.0
+) -> keras.Model:
+    """A small convolutional network for images [H, W, C].
+
+    Two 3x3 conv + ReLU layers (each followed by 2x2 max-pooling while the
+    image is larger than 4x4), then a Dense layer and the task's head.
+    """
+    if spec.kind != "tensor" or len(spec.input_shape) not in (2, 3):
+        raise ValueError(
+            f"model 'cnn' needs images [H, W] or [H, W, C]; got input shape {spec.input_shape} "
+            f"({spec.kind} data); use 'mlp' for tables"
+        )
+    inputs = keras.Input(shape=spec.input_shape, name="x")
+    x = inputs if len(spec.input_shape) == 3 else keras.layers.Reshape((*spec.input_shape, 1))(
+        inputs
+    )
+    for i, n in enumerate(filters):
+        x = keras.layers.Conv2D(n, 3, padding="same", activation="relu", name=f"conv_{i}")(x)
+        if x.shape[1] > 4:
+            x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(dense, activation="relu", name="dense")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _head(spec, x), name="cnn")
+
+
+BUILDERS: dict[str, Builder] = {
+    "linear_regression": linear_regression,
+    "logistic_regression": logistic_regression,
+    "mlp": mlp,
+    "cnn": cnn,
+}
+
+
+def available() -> list[str]:
+    """Names accepted by `tfkit.train(model=...)`."""
+    return sorted(BUILDERS)
+
+
+def build(model: Any, spec: DataSpec, **kwargs: Any) -> keras.Model:
+    """Make the model: a builder by name, a callable(spec), or a ready keras.Model.
+
+    Raises:
+        ValueError: unknown builder name, or a callable that returns no model.
+    """
+    if isinstance(model, keras.Model):
+        return model
+    if isinstance(model, str):
+        if model not in BUILDERS:
+            raise ValueError(
+                f"unknown model {model!r}; the builders are: {', '.join(available())}"
+            )
+        return BUILDERS[model](spec, **kwargs)
+    if callable(model):
+        built = model(spec, **kwargs)
+        if not isinstance(built, keras.Model):
+            raise ValueError(
+                f"model callable must return a keras.Model; got {type(built).__name__}"
+            )
+        return built
+    raise ValueError(
+        f"model must be a builder name ({', '.join(available())}), a keras.Model or a "
+        f"callable(spec) -> keras.Model; got {type(model).__name__}"
+    )
+
+
+def _inputs(spec: DataSpec, flatten: bool) -> tuple[Any, Any]:
+    """Model inputs and the normalized feature vector they feed."""
+    if spec.kind == "tensor":
+        x = inputs = keras.Input(shape=spec.input_shape, name="x")
+        if flatten and len(spec.input_shape) > 1:
+            x = keras.layers.Flatten()(x)
+        sample = np.asarray(spec.sample).reshape(len(spec.sample), -1)
+        mean, var = sample.mean(axis=0), sample.var(axis=0)
+        return inputs, keras.layers.Normalization(mean=mean, variance=var, name="normalize")(x)
+    inputs, parts = {}, []
+    for column in spec.numeric_columns:
+        inputs[column] = keras.Input(shape=(1,), name=column, dtype="float32")
+        values = spec.sample[column]
+        layer = keras.layers.Normalization(
+            mean=float(values.mean()), variance=float(values.var()), name=f"normalize_{column}"
+        )
+        parts.append(layer(inputs[column]))
+    for column in spec.string_columns:
+        inputs[column] = keras.Input(shape=(1,), name=column, dtype="string")
+        vocabulary = sorted(set(spec.sample[column].ravel().tolist()))
+        lookup = keras.layers.StringLookup(
+            vocabulary=vocabulary, output_mode="one_hot", name=f"lookup_{column}"
+        )
+        parts.append(lookup(inputs[column]))
+    features = parts[0] if len(parts) == 1 else keras.layers.Concatenate()(parts)
+    return inputs, features
+
+
+def _head(spec: DataSpec, x: Any) -> Any:
+    if spec.task == "multiclass":
+        return keras.layers.Dense(spec.output_units, activation="softmax", name="probabilities")(x)
+    if spec.task == "binary":
+        return keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+    return keras.layers.Dense(1, name="prediction")(x)

@@ -1,0 +1,151 @@
+"""The step functions: one replica's learning step, and the compiled multi-step calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+SUM = tf.distribute.ReduceOp.SUM
+
+
+def loss_for(task: str) -> keras.losses.Loss:
+    """A per-example loss (no reduction): tfkit averages over the global batch itself.
+
+    Keras losses with their default reduction divide by the number of replicas
+    under a strategy; `reduction=None` plus `tf.nn.compute_average_loss` is
+    exact on any number of replicas.
+    """
+    if task == "multiclass":
+        return keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    if task == "binary":
+        return keras.losses.BinaryCrossentropy(reduction=None)
+    return keras.losses.MeanSquaredError(reduction=None)
+
+
+class Steps:
+    """Compiled train/eval functions for one model, optimizer and strategy.
+
+    The replica step is the lesson in code: forward pass, loss, backward pass,
+    update. `train(iterator, n)` runs n of them in one `tf.function` call so a
+    small model is not bound by Python overhead; the only host sync is the
+    totals it returns.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        task: str,
+        strategy: tf.distribute.Strategy,
+        global_batch_size: int,
+        clip_norm: float | None = None,
+        jit_compile: bool = False,
+    ) -> None:
+        self.model, self.optimizer, self.task = model, optimizer, task
+        self.strategy = strategy
+        self.global_batch_size = global_batch_size
+        self.clip_norm = clip_norm
+        self.loss_fn = loss_for(task)
+        step = tf.function(self._replica_train_step, jit_compile=jit_compile)
+        self._compiled_replica_step = step if jit_compile else self._replica_train_step
+        self.train = tf.function(self._train_many)
+        self.evaluate = tf.function(self._evaluate)
+
+    def _replica_train_step(self, x: Any, y: tf.Tensor) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            predictions = self.model(x, training=True)  # 1. forward: guess
+            per_example = self.loss_fn(self._labels(y), predictions)  # 2. measure the error
+            loss = tf.nn.compute_average_loss(
+                per_example, global_batch_size=self.global_batch_size
+            )
+            if self.model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+        variables = self.model.trainable_variables
+        gradients = tape.gradient(loss, variables)  # 3. backward: each weight's share
+        gradients, norm = self._clip(gradients)
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))  # 4. w -= lr*grad
+        return {**self._stats(y, predictions, per_example), "grad_norm": norm}
+
+    def _clip(self, gradients: list[tf.Tensor]) -> tuple[list[tf.Tensor], tf.Tensor]:
+        """The global gradient norm across replicas, and the gradients clipped by it.
+
+        Each replica holds only its share of the gradient; the optimizer sums
+        the shares. The true norm is the norm of that sum, so clipping must see
+        the all-reduced gradient (Keras's own clipnorm clips each share).
+        """
+        total = gradients
+        if self.strategy.num_replicas_in_sync > 1:
+            total = tf.distribute.get_replica_context().all_reduce(SUM, gradients)
+        norm = tf.linalg.global_norm(total)
+        if self.clip_norm is not None:
+            scale = tf.minimum(1.0, self.clip_norm / (norm + 1e-12))
+            gradients = [g * scale for g in gradients]
+        return gradients, norm
+
+    def _replica_eval_step(self, x: Any, y: tf.Tensor) -> dict[str, tf.Tensor]:
+        predictions = self.model(x, training=False)
+        return self._stats(y, predictions, self.loss_fn(self._labels(y), predictions))
+
+    def _labels(self, y: tf.Tensor) -> tf.Tensor:
+        return y if self.task == "multiclass" else tf.reshape(y, (-1, 1))
+
+    def _stats(self, y, predictions, per_example) -> dict[str, tf.Tensor]:
+        """Sums (not means), so replicas and partial batches add up exactly."""
+        stats = {
+            "loss": tf.reduce_sum(per_example),
+            "count": tf.cast(tf.shape(per_example)[0], tf.float32),
+        }
+        if self.task == "multiclass":
+            hits = tf.equal(tf.argmax(predictions, axis=-1), tf.cast(y, tf.int64))
+            stats["accuracy"] = tf.reduce_sum(tf.cast(hits, tf.float32))
+        elif self.task == "binary":
+            guesses = tf.cast(tf.reshape(predictions, [-1]) > 0.5, tf.float32)
+            stats["accuracy"] = tf.reduce_sum(tf.cast(tf.equal(guesses, y), tf.float32))
+        else:
+            error = tf.abs(tf.reshape(predictions, [-1]) - tf.cast(y, predictions.dtype))
+            stats["mae"] = tf.reduce_sum(error)
+        return stats
+
+    def _train_many(self, iterator: Any, n: tf.Tensor) -> dict[str, tf.Tensor]:
+        totals = self._zeros(train=True)
+        for _ in tf.range(n):
+            x, y = next(iterator)
+            per_replica = self.strategy.run(self._compiled_replica_step, args=(x, y))
+            step = self._reduce(per_replica)
+            totals = {
+                k: step[k] if k == "grad_norm" else totals[k] + step[k] for k in totals
+            }
+        return totals
+
+    def _evaluate(self, dataset: Any) -> dict[str, tf.Tensor]:
+        totals = self._zeros(train=False)
+        for x, y in dataset:
+            step = self._reduce(self.strategy.run(self._replica_eval_step, args=(x, y)))
+            totals = {k: totals[k] + step[k] for k in totals}
+        return totals
+
+    def _reduce(self, per_replica: dict[str, Any]) -> dict[str, tf.Tensor]:
+        out = {}
+        for key, value in per_replica.items():
+            # Every replica computes the same global norm: take one, do not add them.
+            op = tf.distribute.ReduceOp.MEAN if key == "grad_norm" else SUM
+            out[key] = self.strategy.reduce(op, value, axis=None)
+        return out
+
+    def _zeros(self, train: bool) -> dict[str, tf.Tensor]:
+        keys = ["loss", "count", "accuracy" if self.task != "regression" else "mae"]
+        if train:
+            keys.append("grad_norm")
+        return {k: tf.constant(0.0) for k in keys}
+
+
+def summarize(totals: dict[str, Any]) -> dict[str, float]:
+    """Turn summed stats into per-example means (Keras-style names)."""
+    count = max(float(totals["count"]), 1.0)
+    out = {k: float(v) / count for k, v in totals.items() if k not in ("count", "grad_norm")}
+    if "grad_norm" in totals:
+        out["grad_norm"] = float(totals["grad_norm"])
+    return out
