@@ -42,12 +42,15 @@ class TrainConfig:
     run_name: str | None = None  # default: <dataset>-<model>-<timestamp>
     export: str | None = "models"  # model repository; None skips export
     model_name: str | None = None  # folder under the repository; default: the dataset's name
+    log_every_steps: int = 10  # step-level scalars in TensorBoard
+    histogram_every_steps: int = 50  # weight/gradient histograms and update ratios; 0: off
+    profile: bool = False  # a profiler trace of a few calls, for TensorBoard's Profile tab
     jit_compile: bool = False  # XLA measured slower on CPU for small models
     verbose: bool | None = None  # progress bar; None: only on a terminal
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to the builder
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "log_every_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -70,6 +73,11 @@ class TrainConfig:
             match = _CPU_N.match(self.strategy)
             if match and int(match.group(1)) < 1:
                 raise ValueError(f"strategy 'cpu:N' needs N >= 1, got {self.strategy!r}")
+        if self.histogram_every_steps < 0:
+            raise ValueError(
+                f"histogram_every_steps must be >= 0 (0 turns histograms off), "
+                f"got {self.histogram_every_steps!r}"
+            )
         if self.steps_per_execution is not None and self.steps_per_execution <= 0:
             raise ValueError(
                 f"steps_per_execution must be a positive integer or None, "

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfkit.monitor import Monitor
 from tfkit.steps import Steps, summarize
 from tfkit.summaries import RunWriter
 
@@ -18,26 +19,65 @@ log = logging.getLogger(__name__)
 
 TARGET_SECONDS_PER_CALL = 0.5  # long enough to hide Python overhead, short enough for progress
 MAX_STEPS_PER_CALL = 1000
+PROFILED_CALLS = 3
 
 
 class StepsPerCall:
     """How many steps the next `tf.function` call runs.
 
-    Fixed when the user sets `steps_per_execution`; otherwise measured: after
-    the first (tracing) call, sized so one call takes about half a second.
+    Fixed when the user sets `steps_per_execution`; otherwise measured from
+    ordinary calls (not the first, which traces), sized so one call takes about
+    half a second.
     """
 
     def __init__(self, fixed: int | None, steps_per_epoch: int) -> None:
         self.fixed = fixed
         self.current = fixed or min(steps_per_epoch, 8)
-        self._calls = 0
 
     def update(self, steps: int, seconds: float) -> None:
-        self._calls += 1
-        if self.fixed or self._calls == 1 or seconds <= 0:
-            return  # the first call includes tracing: not a measure of a step
+        if self.fixed or seconds <= 0:
+            return
         per_step = seconds / steps
         self.current = int(min(MAX_STEPS_PER_CALL, max(1, TARGET_SECONDS_PER_CALL / per_step)))
+
+
+class _Calls:
+    """Runs training calls; traces the first one's graph and profiles a few on request."""
+
+    def __init__(self, steps: Steps, iterator: Any, monitor: Monitor, writer: RunWriter,
+                 profile: bool) -> None:
+        self.steps, self.iterator, self.monitor, self.writer = steps, iterator, monitor, writer
+        self.profile = profile
+        self.count = 0
+        self.profiling = False
+
+    def run(self, n: int, step: int, sizer: StepsPerCall) -> tuple[dict[str, float], int]:
+        """One call starting at global `step`; returns (totals, steps run)."""
+        if self.monitor.wants_inspection(step):
+            return self.monitor.inspect(self.iterator, step), 1
+        if self.count == 0:
+            self.writer.start_graph_trace()
+        if self.profile and self.count == 1:
+            self.writer.start_profile()
+            self.profiling = True
+        started = time.perf_counter()
+        out = self.steps.train(self.iterator, tf.constant(n))
+        out = {k: float(v) for k, v in out.items()}  # the one host sync per call
+        seconds = time.perf_counter() - started
+        if self.count == 0:
+            self.writer.end_graph_trace()
+        else:
+            sizer.update(n, seconds)  # the first call traces: no measure of a step
+        self.count += 1
+        if self.profiling and self.count > PROFILED_CALLS:
+            self.finish()
+        self.monitor.after_call(step + n, n, seconds, out)
+        return out, n
+
+    def finish(self) -> None:
+        if self.profiling:
+            self.writer.stop_profile()
+            self.profiling = False
 
 
 def run(
@@ -47,28 +87,28 @@ def run(
     validation: Any | None,
     steps_per_epoch: int,
     epochs: int,
-    first_epoch: int = 0,
-    steps_per_execution: int | None = None,
+    monitor: Monitor,
     callbacks: keras.callbacks.CallbackList,
     writer: RunWriter,
+    first_epoch: int = 0,
+    steps_per_execution: int | None = None,
+    profile: bool = False,
     verbose: bool | None = None,
 ) -> dict[str, list[float]]:
     """Train for the given epochs; returns the Keras-style history."""
     verbose = sys.stdout.isatty() if verbose is None else verbose
     sizer = StepsPerCall(steps_per_execution, steps_per_epoch)
+    calls = _Calls(steps, train_iterator, monitor, writer, profile)
     history: dict[str, list[float]] = defaultdict(list)
-    model = steps.model
-    model.stop_training = False
+    steps.model.stop_training = False
     callbacks.on_train_begin()
     for epoch in range(first_epoch, epochs):
         callbacks.on_epoch_begin(epoch)
         started = time.perf_counter()
-        logs = _train_epoch(
-            steps, train_iterator, steps_per_epoch, sizer, callbacks, verbose, epoch, epochs
-        )
+        logs = _train_epoch(calls, epoch, steps_per_epoch, sizer, callbacks, verbose, epochs)
         seconds = time.perf_counter() - started
         logs["samples_per_second"] = steps_per_epoch * steps.global_batch_size / seconds
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate))
+        logs["learning_rate"] = steps.learning_rate()
         global_step = (epoch + 1) * steps_per_epoch
         writer.scalars("train", step=global_step, values={f"epoch_{k}": v for k, v in logs.items()})
         if validation is not None:
@@ -80,27 +120,25 @@ def run(
             history[key].append(value)
         callbacks.on_epoch_end(epoch, logs)
         _report_epoch(epoch, epochs, logs, seconds, verbose)
-        if model.stop_training:
+        if steps.model.stop_training:
             log.info("stopped early after epoch %d", epoch + 1)
             break
+    calls.finish()
     callbacks.on_train_end(logs={k: v[-1] for k, v in history.items()})
     writer.flush()
     return dict(history)
 
 
-def _train_epoch(steps, iterator, steps_per_epoch, sizer, callbacks, verbose, epoch, epochs):
+def _train_epoch(calls, epoch, steps_per_epoch, sizer, callbacks, verbose, epochs):
     bar = keras.utils.Progbar(steps_per_epoch, verbose=1) if verbose else None
     if bar is not None:
         print(f"Epoch {epoch + 1}/{epochs}")
     totals: dict[str, float] = defaultdict(float)
     done = 0
     while done < steps_per_epoch:
-        n = min(sizer.current, steps_per_epoch - done)
         callbacks.on_train_batch_begin(done)
-        started = time.perf_counter()
-        out = steps.train(iterator, tf.constant(n))
-        out = {k: float(v) for k, v in out.items()}  # the one host sync per call
-        sizer.update(n, time.perf_counter() - started)
+        n = min(sizer.current, steps_per_epoch - done)
+        out, n = calls.run(n, epoch * steps_per_epoch + done, sizer)
         for key, value in out.items():
             totals[key] = value if key == "grad_norm" else totals[key] + value
         done += n

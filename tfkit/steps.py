@@ -52,9 +52,15 @@ class Steps:
         step = tf.function(self._replica_train_step, jit_compile=jit_compile)
         self._compiled_replica_step = step if jit_compile else self._replica_train_step
         self.train = tf.function(self._train_many)
+        self.inspect = tf.function(self._inspect)
         self.evaluate = tf.function(self._evaluate)
 
-    def _replica_train_step(self, x: Any, y: tf.Tensor) -> dict[str, tf.Tensor]:
+    def learning_rate(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def _replica_train_step(
+        self, x: Any, y: tf.Tensor, with_gradients: bool = False
+    ) -> dict[str, Any]:
         with tf.GradientTape() as tape:
             predictions = self.model(x, training=True)  # 1. forward: guess
             per_example = self.loss_fn(self._labels(y), predictions)  # 2. measure the error
@@ -65,12 +71,13 @@ class Steps:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
         variables = self.model.trainable_variables
         gradients = tape.gradient(loss, variables)  # 3. backward: each weight's share
-        gradients, norm = self._clip(gradients)
+        gradients, total, norm = self._clip(gradients)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))  # 4. w -= lr*grad
-        return {**self._stats(y, predictions, per_example), "grad_norm": norm}
+        stats = {**self._stats(y, predictions, per_example), "grad_norm": norm}
+        return {**stats, "gradients": total} if with_gradients else stats
 
-    def _clip(self, gradients: list[tf.Tensor]) -> tuple[list[tf.Tensor], tf.Tensor]:
-        """The global gradient norm across replicas, and the gradients clipped by it.
+    def _clip(self, gradients: list[tf.Tensor]) -> tuple[list, list, tf.Tensor]:
+        """Gradients clipped by the global norm, the all-reduced gradient, and its norm.
 
         Each replica holds only its share of the gradient; the optimizer sums
         the shares. The true norm is the norm of that sum, so clipping must see
@@ -83,7 +90,7 @@ class Steps:
         if self.clip_norm is not None:
             scale = tf.minimum(1.0, self.clip_norm / (norm + 1e-12))
             gradients = [g * scale for g in gradients]
-        return gradients, norm
+        return gradients, total, norm
 
     def _replica_eval_step(self, x: Any, y: tf.Tensor) -> dict[str, tf.Tensor]:
         predictions = self.model(x, training=False)
@@ -120,6 +127,14 @@ class Steps:
             }
         return totals
 
+    def _inspect(self, iterator: Any) -> dict[str, Any]:
+        """One ordinary training step that also returns the whole (all-reduced) gradient."""
+        x, y = next(iterator)
+        per_replica = self.strategy.run(
+            self._replica_train_step, args=(x, y), kwargs={"with_gradients": True}
+        )
+        return self._reduce(per_replica)
+
     def _evaluate(self, dataset: Any) -> dict[str, tf.Tensor]:
         totals = self._zeros(train=False)
         for x, y in dataset:
@@ -130,8 +145,8 @@ class Steps:
     def _reduce(self, per_replica: dict[str, Any]) -> dict[str, tf.Tensor]:
         out = {}
         for key, value in per_replica.items():
-            # Every replica computes the same global norm: take one, do not add them.
-            op = tf.distribute.ReduceOp.MEAN if key == "grad_norm" else SUM
+            # Every replica holds the same all-reduced values here: take one, do not add.
+            op = tf.distribute.ReduceOp.MEAN if key in ("grad_norm", "gradients") else SUM
             out[key] = self.strategy.reduce(op, value, axis=None)
         return out
 

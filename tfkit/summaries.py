@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
 
 
 class RunWriter:
@@ -44,9 +46,50 @@ class RunWriter:
         with self._writer(split).as_default(step=step):
             tf.summary.text(name, body)
 
+    def histograms(self, split: str, *, step: int, values: dict[str, Any]) -> None:
+        """One histogram per named tensor (weights, gradients)."""
+        if not self.enabled:
+            return
+        with self._writer(split).as_default(step=step):
+            for name, value in values.items():
+                tf.summary.histogram(name, value)
+
+    def hparams(self, hparams: dict[str, Any]) -> None:
+        """The run's configuration for the HParams tab; its metrics are the epoch scalars."""
+        if not self.enabled:
+            return
+        clean = {k: v for k, v in hparams.items() if isinstance(v, (bool, int, float, str))}
+        with self._writer("").as_default(step=0):
+            hp.hparams(clean, trial_id=os.path.basename(self.path))
+
+    def start_graph_trace(self) -> None:
+        """Record the graph of the next traced call (the first training call)."""
+        if self.enabled:
+            tf.summary.trace_on(graph=True, profiler=False)
+
+    def end_graph_trace(self) -> None:
+        if self.enabled:
+            with self._writer("train").as_default(step=0):
+                tf.summary.trace_export("step_graph", step=0)
+
+    def start_profile(self) -> None:
+        """A profiler trace of the next calls, viewable in TensorBoard's Profile tab."""
+        if self.enabled:
+            tf.profiler.experimental.start(os.path.join(self.path, "train"))
+
+    def stop_profile(self) -> None:
+        if self.enabled:
+            tf.profiler.experimental.stop()
+
     def config(self, config: dict) -> None:
         """The run's configuration as a text summary (a Markdown code block)."""
         self.text("train", "config", "```\n" + json.dumps(config, indent=2) + "\n```")
+
+    def model_summary(self, model: Any) -> None:
+        """Keras's layer table for the model, as text."""
+        lines: list[str] = []
+        model.summary(print_fn=lambda line, **_: lines.append(line))
+        self.text("train", "model_summary", "```\n" + "\n".join(lines) + "\n```")
 
     def flush(self) -> None:
         for writer in self._writers.values():

@@ -13,8 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfkit import data as data_lib
-from tfkit import distribute, loop, models
+from tfkit import distribute, loop, memory, models
 from tfkit.config import TrainConfig
+from tfkit.monitor import Monitor
 from tfkit.steps import Steps
 from tfkit.summaries import RunWriter
 
@@ -119,6 +120,13 @@ def train(
     chief = distribute.is_chief(strategy)
     writer = RunWriter(config.logdir, run_name, chief=chief)
     writer.config(config.to_dict())
+    writer.model_summary(model)
+    writer.hparams({**config.to_dict(), "task": spec.task,
+                    "replicas": strategy.num_replicas_in_sync})
+    estimate = memory.estimate_memory(
+        model, global_batch // strategy.num_replicas_in_sync, config.optimizer
+    )
+    log.info(estimate.describe())
     log.info(
         "training %s (%d parameters) on %s: %d train / %d validation rows, task %s, "
         "%d replica(s), global batch %d, %d steps per epoch",
@@ -129,13 +137,17 @@ def train(
         _callbacks(config, callbacks), add_history=False, add_progbar=False, model=model,
         epochs=config.epochs, steps=per_epoch,
     )
+    monitor = Monitor(writer, steps, log_every_steps=config.log_every_steps,
+                      histogram_every_steps=config.histogram_every_steps)
     try:
         history = loop.run(
             steps=steps, train_iterator=train_iterator, validation=validation,
-            steps_per_epoch=per_epoch, epochs=config.epochs,
+            steps_per_epoch=per_epoch, epochs=config.epochs, monitor=monitor,
             steps_per_execution=config.steps_per_execution, callbacks=callback_list,
-            writer=writer, verbose=config.verbose,
+            writer=writer, profile=config.profile, verbose=config.verbose,
         )
+    except tf.errors.ResourceExhaustedError as err:
+        raise memory.OutOfMemoryError(memory.out_of_memory_message(estimate, err)) from None
     finally:
         writer.close()
     export_path = None

@@ -1,0 +1,113 @@
+"""What to log while training runs, and when: step scalars, histograms, update ratios.
+
+The loop asks the monitor before each call whether this call should be an
+inspection (one step that also returns the gradient, with the weights read
+before and after it) and hands it every call's totals afterwards. Everything
+here runs between calls, never inside the compiled step.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+import numpy as np
+
+from tfkit import memory
+from tfkit.steps import Steps, summarize
+from tfkit.summaries import RunWriter
+
+
+class Monitor:
+    """Writes step-level summaries at intervals.
+
+    Args:
+        writer: the run's writer (a no-op on non-chief workers).
+        steps: the compiled steps (model, optimizer, inspect call).
+        log_every_steps: scalars every this many steps.
+        histogram_every_steps: weight/gradient histograms and update ratios
+            every this many steps (0 turns them off).
+    """
+
+    def __init__(
+        self, writer: RunWriter, steps: Steps, *, log_every_steps: int,
+        histogram_every_steps: int,
+    ) -> None:
+        self.writer, self.steps = writer, steps
+        self.log_every = log_every_steps
+        self.histogram_every = histogram_every_steps
+        self._pending: dict[str, float] = collections.defaultdict(float)
+        self._pending_steps = 0
+        self._pending_seconds = 0.0
+        self._last_logged = 0
+        self._next_histogram = 0
+
+    def wants_inspection(self, step: int) -> bool:
+        return self.writer.enabled and bool(self.histogram_every) and step >= self._next_histogram
+
+    def inspect(self, iterator: Any, step: int) -> dict[str, float]:
+        """Run one training step that is measured inside out; returns its totals."""
+        variables = self.steps.model.trainable_variables
+        before = [v.numpy() for v in variables]
+        started = time.perf_counter()
+        out = self.steps.inspect(iterator)
+        seconds = time.perf_counter() - started
+        after = [v.numpy() for v in variables]
+        gradients = out.pop("gradients")
+        names = [v.path for v in variables]
+        self.writer.histograms("train", step=step + 1, values={
+            **{f"weights/{n}": w for n, w in zip(names, after, strict=True)},
+            **{f"gradients/{n}": np.asarray(g) for n, g in zip(names, gradients, strict=True)},
+        })
+        self.writer.scalars("train", step=step + 1, values={
+            f"update_ratio/{layer}": ratio
+            for layer, ratio in update_ratios(names, before, after).items()
+        })
+        self._next_histogram = step + self.histogram_every
+        totals = {k: float(v) for k, v in out.items()}
+        self.after_call(step + 1, 1, seconds, totals)
+        return totals
+
+    def after_call(self, step: int, n: int, seconds: float, totals: dict[str, float]) -> None:
+        """Account one call of n steps ending at `step`; write scalars when due."""
+        for key, value in totals.items():
+            self._pending[key] = value if key == "grad_norm" else self._pending[key] + value
+        self._pending_steps += n
+        self._pending_seconds += seconds
+        if step - self._last_logged < self.log_every or not self.writer.enabled:
+            return
+        values = summarize(self._pending)
+        values["learning_rate"] = self.steps.learning_rate()
+        values["samples_per_second"] = (
+            self._pending_steps * self.steps.global_batch_size / max(self._pending_seconds, 1e-9)
+        )
+        values["step_time_ms"] = 1000 * self._pending_seconds / max(self._pending_steps, 1)
+        values["memory/host_peak_mb"] = memory.peak_host_bytes() / 2**20
+        for key, value in memory.device_memory().items():
+            values[f"memory/device_{key}_mb"] = value / 2**20
+        self.writer.scalars("train", step=step, values=values)
+        self._pending.clear()
+        self._pending_steps, self._pending_seconds = 0, 0.0
+        self._last_logged = step
+
+
+def update_ratios(
+    names: list[str], before: list[np.ndarray], after: list[np.ndarray]
+) -> dict[str, float]:
+    """‖Δw‖ / ‖w‖ per layer: how much one step moved the layer's weights.
+
+    Around 1e-3 is healthy; far above, the learning rate is too high; far
+    below, the layer barely learns.
+
+    Example:
+        >>> update_ratios(["d/kernel"], [np.ones(4)], [np.ones(4) * 1.001])
+        {'d': 0.001...}
+    """
+    moved: dict[str, float] = collections.defaultdict(float)
+    size: dict[str, float] = collections.defaultdict(float)
+    for name, old, new in zip(names, before, after, strict=True):
+        layer = name.rsplit("/", 1)[0]
+        moved[layer] += float(np.sum((new - old) ** 2))
+        size[layer] += float(np.sum(old**2))
+    return {layer: (moved[layer] / size[layer]) ** 0.5 if size[layer] else 0.0 for layer in moved}
