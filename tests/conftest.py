@@ -160,7 +160,7 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m serving`` in a child process, with its log in a file."""
 
-    def __init__(self, args: list[str], log_path: pathlib.Path) -> None:
+    def __init__(self, args: list[str], log_path: pathlib.Path, port_flag: str = "--port") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -168,7 +168,7 @@ class ServerProcess:
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving", *args, "--host", "127.0.0.1",
-             "--port", str(self.port)],
+             port_flag, str(self.port)],
             cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
 
@@ -180,7 +180,7 @@ class ServerProcess:
             try:
                 if requests.get(self.url + path, timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # connected before the worker is up
                 pass
             time.sleep(0.25)
         pytest.fail(f"server not ready after {SERVER_START_SECONDS}s:\n{self.log()}")
@@ -200,13 +200,14 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")[-5000:]
 
 
-@pytest.fixture()
-def start_server(tmp_path):
-    """Starts server processes; stops whatever is still running at the end of the test."""
+@pytest.fixture(scope="module")
+def start_server(tmp_path_factory):
+    """Starts server processes; stops whatever is still running after the module's tests."""
     servers = []
+    logs = tmp_path_factory.mktemp("server-logs")
 
-    def start(args: list[str], ready_path: str) -> ServerProcess:
-        server = ServerProcess(args, tmp_path / f"server-{len(servers)}.log")
+    def start(args: list[str], ready_path: str, port_flag: str = "--port") -> ServerProcess:
+        server = ServerProcess(args, logs / f"server-{len(servers)}.log", port_flag)
         servers.append(server)
         server.wait_ready(ready_path)
         return server

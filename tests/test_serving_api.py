@@ -10,6 +10,7 @@ from conftest import PENGUIN_CLASSES, PENGUIN_ROWS, b64
 GOOD_REFERENCE_MODELS = ["half_plus_two", "half_plus_three", "half_plus_two_tf2", "two_versions"]
 OFFSET = {"half_plus_two": 2.0, "half_plus_three": 3.0, "half_plus_two_tf2": 2.0,
           "two_versions": 2.0}
+OK_STATUS = {"error_code": "OK", "error_message": ""}
 
 
 def _example(x: float) -> bytes:
@@ -25,8 +26,7 @@ def test_status_reports_the_served_version(client, name):
     expected_versions = ["124", "123"] if name == "two_versions" else ["123"]
     assert response.json == {
         "model_version_status": [
-            {"version": v, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-            for v in expected_versions
+            {"version": v, "state": "AVAILABLE", "status": OK_STATUS} for v in expected_versions
         ]
     }
 

@@ -20,7 +20,8 @@ ROW = {"island": "Dream", "bill_length_mm": 40.0, "body_mass_g": 3000.0}
          "Failed to convert version: x to numeric."),
         ("GET", "/v1/models/two_versions/labels/nope", None, 400,
          "Unrecognized servable version label: nope"),
-        ("GET", "/v1/models/nope/metadata", None, 404, "Servable not found for request: Latest(nope)"),
+        ("GET", "/v1/models/nope/metadata", None, 404,
+         "Servable not found for request: Latest(nope)"),
         ("POST", "/v1/models/nope:predict", {"instances": [1.0]}, 404,
          "Servable not found for request: Latest(nope)"),
         ("POST", "/v1/models/half_plus_two/versions/7:predict", {"instances": [1.0]}, 404,
@@ -38,7 +39,8 @@ ROW = {"island": "Dream", "bill_length_mm": 40.0, "body_mass_g": 3000.0}
         # instances / inputs
         ("POST", P, {"instances": [1.0], "inputs": [1.0]}, 400,
          "expecting only one of 'inputs' or 'instances' keys to exist"),
-        ("POST", P, {"signature_name": "serving_default"}, 400, "Missing 'inputs' or 'instances' key"),
+        ("POST", P, {"signature_name": "serving_default"}, 400,
+         "Missing 'inputs' or 'instances' key"),
         ("POST", P, {"instances": []}, 400, "No values in 'instances' array"),
         ("POST", P, {"instances": 1.0}, 400, "Excepting 'instances' to be an list/array"),
         # input names
@@ -55,7 +57,8 @@ ROW = {"island": "Dream", "bill_length_mm": 40.0, "body_mass_g": 3000.0}
         # dtypes
         ("POST", P, {"instances": ["a", "b"]}, 400,
          'JSON Value: "a" Type: String is not of expected type: DT_FLOAT'),
-        ("POST", P, {"inputs": [[True], [False]]}, 400, "Type: True is not of expected type: DT_FLOAT"),
+        ("POST", P, {"inputs": [[True], [False]]}, 400,
+         "Type: True is not of expected type: DT_FLOAT"),
         ("POST", P, {"inputs": [[1.0], [{"a": 1}]]}, 400, "Type: Object is not of expected type"),
         ("POST", PENGUINS, {"instances": [dict(ROW, island=3)]}, 400,
          "key: island of 'instances' list. Error: INVALID_ARGUMENT: JSON Value: 3 Type: Number "

@@ -61,11 +61,12 @@ class _Column:
     name: str
     dtype: tf.DType
     model_shape: tuple[int | None, ...]  # the Keras input's shape, batch dimension included
+    keyed: bool  # one of a dict of table columns
 
     @property
     def scalar(self) -> bool:
-        """A ``(None, 1)`` input, served as ``[None]``: one value per request row."""
-        return self.model_shape == (None, 1)
+        """A ``(None, 1)`` table column, served as ``[None]``: one value per request row."""
+        return self.keyed and self.model_shape == (None, 1)
 
     @property
     def serving_shape(self) -> list[int | None]:
@@ -148,7 +149,7 @@ def _columns(model: Any) -> tuple[list[_Column], bool]:
         raise ValueError(f"export needs a built model with known inputs: {exc}") from None
     if isinstance(structure, Mapping):
         columns = [
-            _Column(str(name), tf.as_dtype(tensor.dtype), tuple(tensor.shape))
+            _Column(str(name), tf.as_dtype(tensor.dtype), tuple(tensor.shape), keyed=True)
             for name, tensor in structure.items()
         ]
         return columns, True
@@ -157,7 +158,8 @@ def _columns(model: Any) -> tuple[list[_Column], bool]:
             raise ValueError("a model with several inputs must take them as a dict of columns")
         structure = structure[0]
     name = re.sub(r"[^A-Za-z0-9_]", "_", getattr(structure, "name", "") or "x") or "x"
-    return [_Column(name, tf.as_dtype(structure.dtype), tuple(structure.shape))], False
+    column = _Column(name, tf.as_dtype(structure.dtype), tuple(structure.shape), keyed=False)
+    return [column], False
 
 
 def _class_names(model: Any, task: str | None, class_names: Sequence[str] | None) -> list[str]:
