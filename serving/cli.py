@@ -7,8 +7,9 @@ on CPU-bound graph runs); threads, because ``Session.run`` releases the GIL, so
 requests overlap in TensorFlow while Python only parses and encodes JSON. The
 app is created in the worker after the fork (gunicorn's master never imports
 TensorFlow, which is not fork-safe), and gunicorn gives us graceful SIGTERM
-handling. Measured on 2 CPU cores, half_plus_two, 4 clients, keep-alive: gunicorn
-gthread ~1,900 requests/s, waitress (8 threads) ~1,500 requests/s.
+handling. Measured on a 2-core machine (client on the same cores), half_plus_two,
+4 keep-alive clients, 5 s: gunicorn gthread (16 threads) 410-450 requests/s,
+waitress (16 threads) ~290 requests/s.
 """
 
 from __future__ import annotations
