@@ -1,6 +1,7 @@
 """Tests for tfkit.export: atomic versioned SavedModels that reproduce the Keras model."""
 
 import argparse
+import importlib
 
 import numpy as np
 import pytest
@@ -8,8 +9,10 @@ import tensorflow as tf
 from conftest import PENGUIN_CLASSES, PENGUIN_ROWS
 from tensorflow.core.protobuf import saved_model_pb2
 
-from tfkit import export as export_module
 from tfkit.export import ExportVerificationError, add_export_arguments, export_model, run_export
+
+# The module itself: `tfkit.export` may be re-exported as the export function.
+export_module = importlib.import_module("tfkit.export")
 
 
 def _keras_rows(rows):
