@@ -12,3 +12,206 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
 )
+
+import base64  # noqa: E402
+import pathlib  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import requests  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TESTDATA = pathlib.Path(__file__).resolve().parent / "data" / "tfserving_testdata"
+# Served name → folder in tests/data/tfserving_testdata.
+REFERENCE_MODELS = {
+    "half_plus_two": "saved_model_half_plus_two_cpu",
+    "half_plus_three": "saved_model_half_plus_three",
+    "half_plus_two_tf2": "saved_model_half_plus_two_tf2_cpu",
+    "two_versions": "saved_model_half_plus_two_2_versions",
+    "bad_half_plus_two": "bad_half_plus_two",
+}
+PENGUIN_CLASSES = ["Adelie", "Chinstrap", "Gentoo"]
+PENGUIN_ROWS = {
+    "island": np.array(["Torgersen", "Dream", "Biscoe", "Atlantis"], dtype=object),
+    "bill_length_mm": np.array([39.1, 48.7, 46.5, 41.0], dtype=np.float32),
+    "body_mass_g": np.array([3750.0, 3500.0, 5200.0, 4100.0], dtype=np.float32),
+}
+SERVER_START_SECONDS = 120
+
+
+def b64(data: bytes) -> dict[str, str]:
+    """TF Serving's JSON form of binary data."""
+    return {"b64": base64.b64encode(data).decode()}
+
+
+@pytest.fixture(scope="session")
+def testdata() -> pathlib.Path:
+    return TESTDATA
+
+
+@pytest.fixture(scope="session")
+def table_classifier() -> keras.Model:
+    """A penguin-like classifier on raw columns: a StringLookup and two Normalizations."""
+    keras.utils.set_random_seed(0)
+    island = keras.Input(shape=(1,), name="island", dtype="string")
+    bill = keras.Input(shape=(1,), name="bill_length_mm", dtype="float32")
+    mass = keras.Input(shape=(1,), name="body_mass_g", dtype="float32")
+    lookup = keras.layers.StringLookup(
+        vocabulary=["Torgersen", "Biscoe", "Dream"], output_mode="one_hot"
+    )
+    features = keras.layers.Concatenate()([
+        lookup(island),
+        keras.layers.Normalization(mean=44.0, variance=30.0)(bill),
+        keras.layers.Normalization(mean=4200.0, variance=640000.0)(mass),
+    ])
+    hidden = keras.layers.Dense(8, activation="relu")(features)
+    probabilities = keras.layers.Dense(3, activation="softmax")(hidden)
+    return keras.Model({"island": island, "bill_length_mm": bill, "body_mass_g": mass},
+                       probabilities)
+
+
+@pytest.fixture(scope="session")
+def regressor() -> keras.Model:
+    """A tensor-input regressor, 4 features → 1 value."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input(shape=(4,), name="features")
+    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1)(hidden))
+
+
+@pytest.fixture(scope="session")
+def image_classifier() -> keras.Model:
+    """A tensor-input 8x8x1 image classifier with 10 classes."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input(shape=(8, 8, 1))
+    hidden = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+
+
+def copy_reference_models(repo: pathlib.Path) -> None:
+    for name, folder in REFERENCE_MODELS.items():
+        shutil.copytree(TESTDATA / folder, repo / name)
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory, table_classifier, regressor) -> pathlib.Path:
+    """A repository with TF Serving's reference models and two exported Keras models."""
+    from tfkit.export import export_model
+
+    repo = tmp_path_factory.mktemp("models")
+    copy_reference_models(repo)
+    export_model(table_classifier, repo / "penguins", task="multiclass",
+                 class_names=PENGUIN_CLASSES)
+    export_model(regressor, repo / "mpg", task="regression")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def model_config_file(model_repo) -> pathlib.Path:
+    """TF Serving text-proto config: every model, two_versions with both versions and labels."""
+    entries = []
+    for name in [*REFERENCE_MODELS, "penguins", "mpg"]:
+        extra = ""
+        if name == "two_versions":
+            extra = """
+    model_version_policy { specific { versions: 123 versions: 124 } }
+    version_labels { key: "stable" value: 123 }
+    version_labels { key: "canary" value: 124 }"""
+        entries.append(f"""  config {{
+    name: "{name}"
+    base_path: "{model_repo / name}"
+    model_platform: "tensorflow"{extra}
+  }}""")
+    path = model_repo.parent / "models.config"
+    path.write_text("model_config_list {\n" + "\n".join(entries) + "\n}\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def app(model_config_file):
+    from serving import create_app
+
+    return create_app({
+        "MODEL_CONFIG_FILE": str(model_config_file),
+        "FILE_SYSTEM_POLL_WAIT_SECONDS": 0,
+        "TESTING": True,
+    })
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m serving`` in a child process, with its log in a file."""
+
+    def __init__(self, args: list[str], log_path: pathlib.Path, port_flag: str = "--port") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving", *args, "--host", "127.0.0.1",
+             port_flag, str(self.port)],
+            cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, path: str) -> None:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited early:\n{self.log()}")
+            try:
+                if requests.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:  # connected before the worker is up
+                pass
+            time.sleep(0.25)
+        pytest.fail(f"server not ready after {SERVER_START_SECONDS}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+
+@pytest.fixture(scope="module")
+def start_server(tmp_path_factory):
+    """Starts server processes; stops whatever is still running after the module's tests."""
+    servers = []
+    logs = tmp_path_factory.mktemp("server-logs")
+
+    def start(args: list[str], ready_path: str, port_flag: str = "--port") -> ServerProcess:
+        server = ServerProcess(args, logs / f"server-{len(servers)}.log", port_flag)
+        servers.append(server)
+        server.wait_ready(ready_path)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

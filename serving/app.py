@@ -1,0 +1,113 @@
+"""The Flask app factory: configuration, state in ``app.extensions``, errors → HTTP."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from serving.errors import ServingError
+from serving.inference import InferenceCore
+from serving.json_codec import dumps
+from serving.metrics import Metrics
+from serving.model_config import ModelSource, load_model_config
+from serving.repository import ModelRepository
+from serving.views import monitoring, tf_serving
+
+logger = logging.getLogger(__name__)
+
+EXTENSION = "tfkit_serving"
+
+DEFAULTS: dict[str, Any] = {
+    "MODELS": "models",  # a repository: every sub-folder is a model named after it
+    "MODEL_NAME": None,  # with MODEL_BASE_PATH: serve one model, as TF Serving's flags do
+    "MODEL_BASE_PATH": None,
+    "MODEL_CONFIG_FILE": None,  # TF Serving text-proto (or .json) model config
+    "FILE_SYSTEM_POLL_WAIT_SECONDS": 1.0,  # 0 or less: load once, never poll
+    "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,  # Flask refuses larger bodies with 413
+}
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Builds the model server.
+
+    Configuration comes from ``DEFAULTS``, then ``TFKIT_``-prefixed environment
+    variables (``TFKIT_MODELS=/srv/models``, ``TFKIT_FILE_SYSTEM_POLL_WAIT_SECONDS=5``),
+    then ``test_config``. Models load before this returns, so the app answers
+    for them from its first request; polling then runs in a daemon thread.
+
+    Args:
+        test_config: Overrides, e.g. ``{"MODELS": tmp_path, "FILE_SYSTEM_POLL_WAIT_SECONDS": 0}``.
+
+    Returns:
+        The Flask app; its repository is ``app.extensions["tfkit_serving"].repository``.
+
+    Example:
+        >>> app = create_app({"MODELS": "models"})          # doctest: +SKIP
+        >>> app.test_client().get("/v1/models/penguins").json  # doctest: +SKIP
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("TFKIT")
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+
+    repository = ModelRepository(
+        _discovery(app.config), float(app.config["FILE_SYSTEM_POLL_WAIT_SECONDS"])
+    )
+    repository.poll()
+    repository.start()
+    app.extensions[EXTENSION] = InferenceCore(repository, Metrics())
+
+    app.register_blueprint(tf_serving.blueprint)
+    app.register_blueprint(monitoring.blueprint)
+    app.register_error_handler(ServingError, _serving_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _discovery(config: Mapping[str, Any]):
+    """Returns a callable listing the model sources, re-read on every poll."""
+    configured: list[ModelSource] = []
+    if config["MODEL_CONFIG_FILE"]:
+        configured = load_model_config(config["MODEL_CONFIG_FILE"])
+    elif config["MODEL_BASE_PATH"]:
+        configured = [
+            ModelSource(config["MODEL_NAME"] or "default", pathlib.Path(config["MODEL_BASE_PATH"]))
+        ]
+    models_dir = None if configured else pathlib.Path(config["MODELS"])
+
+    def discover() -> list[ModelSource]:
+        if models_dir is None:
+            return configured
+        return [
+            ModelSource(entry.name, pathlib.Path(entry.path))
+            for entry in sorted(os.scandir(models_dir), key=lambda e: e.name)
+            if entry.is_dir() and not entry.name.startswith(".")
+        ]
+
+    return discover
+
+
+def _json_error(message: str, status: int) -> Response:
+    return Response(dumps({"error": message}), status=status, mimetype="application/json")
+
+
+# The one place errors become HTTP answers.
+def _serving_error(exc: ServingError) -> Response:
+    return _json_error(exc.message, exc.http_status)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    return _json_error(exc.description or exc.name, exc.code or 500)
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    logger.exception("Unexpected error")
+    return _json_error(f"Internal error: {type(exc).__name__}", 500)

@@ -1,0 +1,231 @@
+"""The inference core: TF Serving's status, metadata, predict, classify and regress, without Flask.
+
+Every method takes plain values (model name, version, label, request body) and
+returns the answer body or raises a ``ServingError``; the web layer only routes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from serving import json_codec
+from serving.errors import InvalidArgument, ServingError
+from serving.metrics import Metrics
+from serving.repository import ModelRepository
+from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
+
+T = TypeVar("T")
+
+
+class InferenceCore:
+    """Answers TF Serving REST requests from a model repository.
+
+    Args:
+        repository: Where the loaded models live.
+        metrics: Where request counts and latencies go.
+    """
+
+    def __init__(self, repository: ModelRepository, metrics: Metrics | None = None) -> None:
+        self.repository = repository
+        self.metrics = metrics or Metrics()
+
+    def status(self, name: str, version: str | None = None, label: str | None = None) -> bytes:
+        """``GET /v1/models/{name}[/versions/{v}|/labels/{l}]``."""
+
+        def answer() -> bytes:
+            number = self._version(name, version, label)
+            states = self.repository.status(name, number)
+            return json_codec.dumps({
+                "model_version_status": [
+                    {
+                        "version": str(s.version),
+                        "state": s.state,
+                        "status": {"error_code": s.error_code, "error_message": s.error_message},
+                    }
+                    for s in states
+                ]
+            })
+
+        return self._observed(name, "status", answer)
+
+    def metadata(self, name: str, version: str | None = None, label: str | None = None) -> bytes:
+        """``GET /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata``."""
+
+        def answer() -> bytes:
+            number = self._version(name, version, label)
+            with self.repository.servable(name, number) as servable:
+                return json_codec.dumps({
+                    "model_spec": {
+                        "name": name,
+                        "signature_name": "",
+                        "version": str(servable.version),
+                    },
+                    "metadata": {"signature_def": {"signature_def": servable.signature_defs_json}},
+                })
+
+        return self._observed(name, "metadata", answer)
+
+    def predict(
+        self, name: str, body: bytes, version: str | None = None, label: str | None = None
+    ) -> bytes:
+        """``POST .../{name}[/versions/{v}|/labels/{l}]:predict`` in row or columnar format."""
+
+        def answer() -> bytes:
+            doc = json_codec.parse_body(body)
+            signature_name = json_codec.signature_name(doc)
+            number = self._version(name, version, label)
+            with self.repository.servable(name, number) as servable:
+                signature = servable.signature(signature_name)
+                arrays, fmt = json_codec.decode_predict(doc, signature.inputs)
+                outputs = _run(servable, signature, arrays, list(signature.outputs))
+            return json_codec.encode_predict(outputs, fmt)
+
+        return self._observed(name, "predict", answer)
+
+    def classify(
+        self, name: str, body: bytes, version: str | None = None, label: str | None = None
+    ) -> bytes:
+        """``POST ...:classify``: ``examples`` → ``results`` of ``[label, score]`` pairs."""
+
+        def answer() -> bytes:
+            doc = json_codec.parse_body(body)
+            signature_name = json_codec.signature_name(doc)
+            number = self._version(name, version, label)
+            with self.repository.servable(name, number) as servable:
+                signature = _checked(servable.signature(signature_name), CLASSIFY_METHOD,
+                                     "classification")
+                wanted = [a for a in ("classes", "scores") if a in signature.outputs]
+                if not wanted:
+                    raise InvalidArgument(
+                        "Expected classification signature outputs to contain classes or scores"
+                    )
+                examples = json_codec.examples_from_json(doc, "classify")
+                outputs = _run_examples(servable, signature, examples, wanted)
+            results = _classifications(outputs, len(examples))
+            return json_codec.dumps({"results": results}, finite=_finite(outputs))
+
+        return self._observed(name, "classify", answer)
+
+    def regress(
+        self, name: str, body: bytes, version: str | None = None, label: str | None = None
+    ) -> bytes:
+        """``POST ...:regress``: ``examples`` → ``results``, one float per example."""
+
+        def answer() -> bytes:
+            doc = json_codec.parse_body(body)
+            signature_name = json_codec.signature_name(doc)
+            number = self._version(name, version, label)
+            with self.repository.servable(name, number) as servable:
+                signature = _checked(servable.signature(signature_name), REGRESS_METHOD,
+                                     "regression")
+                if "outputs" not in signature.outputs:
+                    raise InvalidArgument("No regression outputs found in signature.")
+                examples = json_codec.examples_from_json(doc, "regress")
+                outputs = _run_examples(servable, signature, examples, ["outputs"])
+            values = outputs["outputs"]
+            if values.shape not in ((len(examples),), (len(examples), 1)):
+                raise InvalidArgument(
+                    "Expected output Tensor shape to be either [batch_size] or "
+                    f"[batch_size, 1] but got {list(values.shape)}"
+                )
+            return json_codec.dumps({"results": values.reshape(-1)}, finite=_finite(outputs))
+
+        return self._observed(name, "regress", answer)
+
+    def _observed(self, name: str, api: str, answer: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        status = "OK"
+        try:
+            return answer()
+        except ServingError as exc:
+            status = exc.code
+            raise
+        except Exception:
+            status = "INTERNAL"
+            raise
+        finally:
+            self.metrics.observe(name, api, status, time.perf_counter() - start)
+
+    def _version(self, name: str, version: str | None, label: str | None) -> int | None:
+        if label is not None:
+            return self.repository.label_version(name, label)
+        if version is None:
+            return None
+        if not version.isdigit():
+            raise InvalidArgument(f"Failed to convert version: {version} to numeric.")
+        return int(version)
+
+
+def _checked(signature: Signature, method: str, what: str) -> Signature:
+    if signature.method_name != method:
+        raise InvalidArgument(
+            f"Expected {what} signature method_name to be {method}. "
+            f"Was: {signature.method_name}"
+        )
+    if len(signature.inputs) != 1 or "inputs" not in signature.inputs:
+        raise InvalidArgument(
+            f"Expected one input Tensor named 'inputs' in the {what} signature, "
+            f"got {sorted(signature.inputs)}"
+        )
+    return signature
+
+
+def _run(
+    servable: Servable, signature: Signature, arrays: dict[str, np.ndarray], aliases: list[str]
+) -> dict[str, np.ndarray]:
+    feeds = {signature.inputs[alias].tensor_name: array for alias, array in arrays.items()}
+    fetches = [signature.outputs[alias].tensor_name for alias in aliases]
+    values = servable.run(feeds, fetches)
+    return {alias: np.asarray(value) for alias, value in zip(aliases, values, strict=True)}
+
+
+def _run_examples(
+    servable: Servable, signature: Signature, examples: list[bytes], aliases: list[str]
+) -> dict[str, np.ndarray]:
+    serialized = np.empty(len(examples), dtype=object)
+    serialized[:] = examples
+    # Serialized examples are fed as strings whatever dtype the signature declares,
+    # as TF Serving does (half_plus_three's regress signature declares DT_FLOAT).
+    return _run(servable, signature, {"inputs": serialized}, aliases)
+
+
+def _classifications(outputs: dict[str, np.ndarray], batch: int) -> list[list[list[Any]]]:
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    for alias, array in (("classes", classes), ("scores", scores)):
+        if array is None:
+            continue
+        if array.ndim != 2:
+            raise InvalidArgument(
+                f"Expected Tensor shape: [batch_size num_classes] but got {list(array.shape)}"
+            )
+        if array.shape[0] != batch:
+            raise InvalidArgument(
+                f"Input batch size did not match output batch size: {batch} vs. {array.shape[0]}"
+            )
+        if alias == "scores" and array.dtype.kind != "f":
+            raise InvalidArgument("Expected scores Tensor of DT_FLOAT")
+    if classes is not None and scores is not None and classes.shape != scores.shape:
+        raise InvalidArgument(
+            f"Tensors class and score should match in shape: {list(classes.shape)} vs. "
+            f"{list(scores.shape)}"
+        )
+    shape = (classes if classes is not None else scores).shape
+    results = []
+    for i in range(shape[0]):
+        row = []
+        for j in range(shape[1]):
+            label = classes[i, j] if classes is not None else b""
+            label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+            # A numpy float32 scalar, so the answer keeps its shortest text (0.1, not 0.1000000015).
+            score = scores[i, j] if scores is not None else np.float32(0.0)
+            row.append([label, score])
+        results.append(row)
+    return results
+
+
+def _finite(outputs: dict[str, np.ndarray]) -> bool:
+    return all(a.dtype.kind != "f" or bool(np.isfinite(a).all()) for a in outputs.values())

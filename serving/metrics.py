@@ -1,0 +1,81 @@
+"""Prometheus metrics under TF Serving's names, in the text exposition format."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import defaultdict
+
+REQUEST_COUNT = ":tensorflow:serving:request_count"
+REQUEST_LATENCY = ":tensorflow:serving:request_latency"
+# TF Serving measures request latency in microseconds, in exponential buckets
+# (10us * 1.8^i); this keeps 20 of them, 10us .. ~700s.
+LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(20))
+
+
+class Metrics:
+    """Thread-safe request counters and latency histograms.
+
+    Example:
+        >>> m = Metrics()
+        >>> m.observe("half_plus_two", "predict", "OK", 0.002)
+        >>> 'request_count{model_name="half_plus_two",status="OK"} 1' in m.render()
+        True
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = defaultdict(int)
+        self._buckets: dict[tuple[str, str], list[int]] = {}
+        self._sums: dict[tuple[str, str], float] = defaultdict(float)
+
+    def observe(self, model_name: str, api: str, status: str, seconds: float) -> None:
+        """Records one request.
+
+        Args:
+            model_name: The model asked for.
+            api: ``predict``, ``classify``, ``regress``, ``status`` or ``metadata``.
+            status: Canonical status name, ``"OK"`` on success.
+            seconds: Time spent answering.
+        """
+        micros = seconds * 1e6
+        index = bisect.bisect_left(LATENCY_BUCKETS_US, micros)
+        with self._lock:
+            self._counts[(model_name, status)] += 1
+            key = (model_name, api)
+            buckets = self._buckets.setdefault(key, [0] * (len(LATENCY_BUCKETS_US) + 1))
+            buckets[index] += 1
+            self._sums[key] += micros
+
+    def render(self) -> str:
+        """The metrics in Prometheus' text format (version 0.0.4)."""
+        with self._lock:
+            counts = dict(self._counts)
+            buckets = {k: list(v) for k, v in self._buckets.items()}
+            sums = dict(self._sums)
+        lines = [
+            f"# HELP {REQUEST_COUNT} The total number of requests.",
+            f"# TYPE {REQUEST_COUNT} counter",
+        ]
+        for (model, status), count in sorted(counts.items()):
+            lines.append(f'{REQUEST_COUNT}{{model_name="{_esc(model)}",status="{status}"}} {count}')
+        lines += [
+            f"# HELP {REQUEST_LATENCY} Distribution of wall time (in microseconds) "
+            "for Tensorflow Serving request.",
+            f"# TYPE {REQUEST_LATENCY} histogram",
+        ]
+        for (model, api), counts_by_bucket in sorted(buckets.items()):
+            labels = f'model_name="{_esc(model)}",API="{api}",entrypoint="REST"'
+            running = 0
+            for bound, count in zip(LATENCY_BUCKETS_US, counts_by_bucket, strict=False):
+                running += count
+                lines.append(f'{REQUEST_LATENCY}_bucket{{{labels},le="{bound:.6g}"}} {running}')
+            running += counts_by_bucket[-1]
+            lines.append(f'{REQUEST_LATENCY}_bucket{{{labels},le="+Inf"}} {running}')
+            lines.append(f"{REQUEST_LATENCY}_sum{{{labels}}} {sums[(model, api)]:.6g}")
+            lines.append(f"{REQUEST_LATENCY}_count{{{labels}}} {running}")
+        return "\n".join(lines) + "\n"
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

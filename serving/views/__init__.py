@@ -1,0 +1,1 @@
+"""Flask blueprints: thin views that route to the inference core."""

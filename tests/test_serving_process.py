@@ -1,0 +1,150 @@
+"""The serve command as a real process: HTTP over 127.0.0.1, hot reload under traffic, SIGTERM."""
+
+import shutil
+import threading
+import time
+
+import keras
+import numpy as np
+import pytest
+import requests
+from conftest import PENGUIN_ROWS, REFERENCE_MODELS, TESTDATA, copy_reference_models
+
+from tfkit.export import export_model
+
+RELOAD_SECONDS = 20
+CLIENTS = 4
+
+
+def _linear(kernel: float, bias: float) -> keras.Model:
+    inputs = keras.Input(shape=(1,), name="x")
+    layer = keras.layers.Dense(1)
+    model = keras.Model(inputs, layer(inputs))
+    layer.set_weights([np.array([[kernel]], np.float32), np.array([bias], np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory, table_classifier):
+    repo = tmp_path_factory.mktemp("served")
+    copy_reference_models(repo)
+    export_model(table_classifier, repo / "penguins", task="multiclass")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(repository, start_server):
+    return start_server(
+        ["--models", str(repository), "--file_system_poll_wait_seconds", "0.3"],
+        "/v1/models/half_plus_two",
+    )
+
+
+def _versions(server, name):
+    response = requests.get(f"{server.url}/v1/models/{name}", timeout=5)
+    return {s["version"]: s for s in response.json().get("model_version_status", [])}
+
+
+def test_reference_models_over_http(server):
+    for name in REFERENCE_MODELS:  # one server, several models: a loop over one fixture
+        status = requests.get(f"{server.url}/v1/models/{name}", timeout=5)
+        assert status.status_code == 200
+        assert status.headers["Content-Type"] == "application/json"
+    response = requests.post(f"{server.url}/v1/models/half_plus_three:predict",
+                             json={"instances": [1.0, 2.0, 5.0]}, timeout=5)
+    assert response.json() == {"predictions": [3.5, 4.0, 5.5]}
+    bad = requests.post(f"{server.url}/v1/models/bad_half_plus_two:predict",
+                        json={"instances": [1.0]}, timeout=5)
+    assert bad.status_code == 404
+    assert _versions(server, "bad_half_plus_two")["123"]["state"] == "END"
+
+
+def test_exported_model_over_http(server, table_classifier):
+    rows = [{name: values[i].item() if values.dtype != object else values[i]
+             for name, values in PENGUIN_ROWS.items()} for i in range(4)]
+    response = requests.post(f"{server.url}/v1/models/penguins:predict",
+                             json={"instances": rows}, timeout=5)
+    assert response.status_code == 200, response.text
+    expected = table_classifier({k: v.reshape(-1, 1) for k, v in PENGUIN_ROWS.items()}).numpy()
+    got = [p["probabilities"] for p in response.json()["predictions"]]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_hot_reload_under_traffic(server, repository):
+    base = repository / "hot"
+    export_model(_linear(0.5, 2.0), base, version=1)  # y = 0.5x + 2
+    deadline = time.monotonic() + RELOAD_SECONDS
+    while "1" not in _versions(server, "hot") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "1" in _versions(server, "hot")
+
+    stop = threading.Event()
+    results: list[tuple[int, float | None]] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    r = session.post(f"{server.url}/v1/models/hot:predict",
+                                     json={"instances": [[2.0]]}, timeout=10)
+                    value = r.json()["predictions"][0] if r.status_code == 200 else None
+                    outcome = (r.status_code, value)
+                except (requests.RequestException, ValueError, KeyError):
+                    outcome = (0, None)
+                with lock:
+                    results.append(outcome)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        export_model(_linear(3.0, 1.0), base)  # version 2: y = 3x + 1, written atomically
+        deadline = time.monotonic() + RELOAD_SECONDS
+        while list(_versions(server, "hot")) != ["2"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(_versions(server, "hot")) == ["2"]
+        time.sleep(0.5)
+
+        # A broken version 3 appears (renamed in, like an export) and must never be served.
+        shutil.copytree(TESTDATA / "bad_half_plus_two" / "00000123", base / ".tmp-3")
+        (base / ".tmp-3").rename(base / "3")
+        deadline = time.monotonic() + RELOAD_SECONDS
+        while "3" not in _versions(server, "hot") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+
+    states = _versions(server, "hot")
+    assert states["3"]["state"] == "END"
+    assert states["3"]["status"]["error_code"] != "OK"
+    assert states["2"]["state"] == "AVAILABLE"
+    failures = [r for r in results if r[0] != 200]
+    assert failures == []
+    values = [v for _, v in results]
+    assert len(values) > 50
+    assert set(values) == {3.0, 7.0}  # only versions 1 and 2 ever answered
+    assert values[-1] == 7.0
+    first_new = values.index(7.0)
+    # After the swap, a few requests that were already inside version 1 may finish.
+    assert values[first_new + 2 * CLIENTS:].count(3.0) == 0
+
+
+def test_tf_serving_flags_and_sigterm(start_server):
+    server = start_server(
+        ["--model_name", "half", "--model_base_path",
+         str(TESTDATA / "saved_model_half_plus_two_cpu"), "--port", "8500"],
+        "/v1/models/half",
+        port_flag="--rest_api_port",  # wins over --port, TF Serving's gRPC port
+    )
+    response = requests.post(f"{server.url}/v1/models/half:predict",
+                             json={"instances": [2.0, 3.0, 4.0]}, timeout=5)
+    assert response.json() == {"predictions": [3.0, 3.5, 4.0]}
+    started = time.monotonic()
+    assert server.stop(timeout=30) == 0
+    assert time.monotonic() - started < 30
+    assert "Shutting down" in server.log()

@@ -1,0 +1,175 @@
+"""Model repository: version policies, config files, and polling that swaps versions safely."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from conftest import TESTDATA
+
+from serving.errors import NotFound
+from serving.model_config import ModelSource, VersionPolicy, load_model_config
+from serving.repository import ModelRepository
+
+HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123"
+HALF_PLUS_THREE = TESTDATA / "saved_model_half_plus_three" / "00000123"
+BAD = TESTDATA / "bad_half_plus_two" / "00000123"
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (VersionPolicy(), {9}),
+        (VersionPolicy("latest", num_versions=2), {5, 9}),
+        (VersionPolicy("all"), {1, 5, 9}),
+        (VersionPolicy("specific", versions=(1, 7)), {1}),
+    ],
+)
+def test_version_policies(policy, expected):
+    assert policy.select([5, 1, 9]) == expected
+
+
+def test_text_proto_config(tmp_path):
+    path = tmp_path / "models.config"
+    path.write_text("""
+model_config_list {
+  config {
+    name: 'a'  # comment
+    base_path: "/srv/a"
+    model_platform: "tensorflow"
+    model_version_policy { specific { versions: 1 versions: 2 } }
+    version_labels { key: "stable" value: 1 }
+    version_labels { key: "canary" value: 2 }
+  }
+  config { name: "b" base_path: "rel/b" model_version_policy { latest { num_versions: 3 } } }
+}
+""")
+    a, b = load_model_config(path)
+    assert a == ModelSource("a", a.base_path, VersionPolicy("specific", versions=(1, 2)),
+                            (("stable", 1), ("canary", 2)))
+    assert str(a.base_path) == "/srv/a"
+    assert b.base_path == tmp_path / "rel" / "b"
+    assert b.policy == VersionPolicy("latest", num_versions=3)
+
+
+def test_json_config(tmp_path):
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({"model_config_list": {"config": [{
+        "name": "a", "base_path": "/srv/a",
+        "model_version_policy": {"all": {}}, "version_labels": {"stable": 4},
+    }]}}))
+    (source,) = load_model_config(path)
+    assert source.policy == VersionPolicy("all")
+    assert source.label_version("stable") == 4
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["model_config_list { config { name: 'a' ", "model_config_list { config { nam: 'a' } }",
+     "model_config_list { config { name: 'a' base_path: 'b' "
+     "model_version_policy { newest {} } } }"],
+)
+def test_bad_config_is_refused(tmp_path, text):
+    path = tmp_path / "models.config"
+    path.write_text(text)
+    with pytest.raises(ValueError):
+        load_model_config(path)
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    base = tmp_path / "hot"
+    base.mkdir()
+    shutil.copytree(HALF_PLUS_TWO, base / "1")
+    repository = ModelRepository(lambda: [ModelSource("hot", base)], poll_seconds=0)
+    repository.poll()
+    return repository, base
+
+
+def _served(repository):
+    with repository.servable("hot") as servable:
+        return servable.version
+
+
+def test_new_version_replaces_the_old_one(repo):
+    repository, base = repo
+    (base / ".tmp-2-abcd").mkdir()  # an export in progress is not a version
+    shutil.copytree(HALF_PLUS_THREE, base / "2")
+    with repository.servable("hot") as old:
+        repository.poll()
+        # The request holding version 1 still runs while version 2 takes over.
+        sig = old.signature("")
+        x = np.array([[1.0]], np.float32)
+        assert old.run({sig.inputs["x"].tensor_name: x},
+                       [sig.outputs["y"].tensor_name])[0].tolist() == [[2.5]]
+    assert _served(repository) == 2
+    assert [s.version for s in repository.status("hot")] == [2]
+
+
+def test_broken_version_is_never_served(repo):
+    repository, base = repo
+    shutil.copytree(BAD, base / "2")
+    repository.poll()
+    assert _served(repository) == 1
+    states = {s.version: s for s in repository.status("hot")}
+    assert states[1].state == "AVAILABLE"
+    assert states[2].state == "END"
+    assert states[2].error_code == "NOT_FOUND"
+    repository.poll()  # not retried while the folder is unchanged
+    assert _served(repository) == 1
+
+
+def test_fixed_version_is_retried(repo):
+    repository, base = repo
+    (base / "2").mkdir()
+    repository.poll()
+    assert _served(repository) == 1
+    shutil.copytree(HALF_PLUS_THREE, base / "2", dirs_exist_ok=True)
+    os.utime(base / "2", (1, 1))
+    repository.poll()
+    assert _served(repository) == 2
+
+
+def test_removed_version_stops_being_served(repo):
+    repository, base = repo
+    shutil.copytree(HALF_PLUS_THREE, base / "2")
+    repository.poll()
+    shutil.rmtree(base / "2")
+    repository.poll()
+    assert _served(repository) == 1
+    with pytest.raises(NotFound):
+        with repository.servable("hot", version=2):
+            pass
+
+
+def test_removed_model_stops_being_served(tmp_path):
+    shutil.copytree(HALF_PLUS_TWO, tmp_path / "m" / "1")
+    sources = [ModelSource("m", tmp_path / "m")]
+    repository = ModelRepository(lambda: list(sources), poll_seconds=0)
+    repository.poll()
+    assert repository.names() == ["m"]
+    sources.clear()
+    repository.poll()
+    assert repository.names() == []
+    with pytest.raises(NotFound, match=r"Latest\(m\)"):
+        with repository.servable("m"):
+            pass
+
+
+def test_polling_thread_picks_up_new_versions(tmp_path):
+    import time
+
+    shutil.copytree(HALF_PLUS_TWO, tmp_path / "m" / "1")
+    repository = ModelRepository(lambda: [ModelSource("m", tmp_path / "m")], poll_seconds=0.1)
+    repository.poll()
+    repository.start()
+    try:
+        shutil.copytree(HALF_PLUS_THREE, tmp_path / "m" / ".tmp")
+        os.rename(tmp_path / "m" / ".tmp", tmp_path / "m" / "2")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and [s.version for s in repository.status("m")] != [2]:
+            time.sleep(0.05)
+        assert [s.version for s in repository.status("m")] == [2]
+    finally:
+        repository.stop()

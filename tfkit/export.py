@@ -1,0 +1,477 @@
+"""Export a Keras model as a versioned, self-verified SavedModel that TF Serving can serve.
+
+Layout: ``<base_path>/<version>/`` (``saved_model.pb``, ``variables/``, ``assets/``),
+written to ``<base_path>/.tmp-<version>-<random>`` first and renamed into place,
+so a server watching ``base_path`` never sees half a model.
+
+Signatures written:
+
+- ``serving_default``: table models (a dict of ``keras.Input(shape=(1,), name=<column>)``)
+  take each raw column as a ``[None]`` tensor named after it, so a request row is
+  ``{"island": "Torgersen", "bill_length_mm": 39.1}``; tensor models take their one
+  input, ``[None, ...]``. Classifiers answer ``probabilities`` (float32 ``[N, C]``),
+  ``class_ids`` (int64 ``[N]``) and ``classes`` (string ``[N]``, the predicted class
+  name); regressors answer ``predictions`` (float32 ``[N]`` for one output unit,
+  else ``[N, k]``).
+- ``classify`` (classifiers) and ``regress`` (one-unit regressors): TF Serving's
+  ``:classify``/``:regress`` form. Input ``inputs`` holds serialized ``tf.Example``
+  protos; a table model reads one feature per column (float columns as
+  ``float_list``, string columns as ``bytes_list``); a tensor model reads one float
+  feature named ``x`` holding the input's values flattened in row-major order
+  (skipped when the input has unknown inner dimensions). ``classify`` answers
+  ``classes`` (string ``[N, C]``) and ``scores`` (float ``[N, C]``); ``regress``
+  answers ``outputs`` (float ``[N]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import pathlib
+import re
+import secrets
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("regression", "binary", "multiclass")
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+TENSOR_FEATURE = "x"  # the tf.Example feature a tensor-input model's classify/regress reads
+TOLERANCE = 1e-5
+_EXAMPLE_ROWS = 4
+
+
+class ExportVerificationError(RuntimeError):
+    """The reloaded SavedModel does not reproduce the Keras model's predictions."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Column:
+    """One model input as the exported signatures see it."""
+
+    name: str
+    dtype: tf.DType
+    model_shape: tuple[int | None, ...]  # the Keras input's shape, batch dimension included
+    keyed: bool  # one of a dict of table columns
+
+    @property
+    def scalar(self) -> bool:
+        """A ``(None, 1)`` table column, served as ``[None]``: one value per request row."""
+        return self.keyed and self.model_shape == (None, 1)
+
+    @property
+    def serving_shape(self) -> list[int | None]:
+        return [None] if self.scalar else [None, *self.model_shape[1:]]
+
+
+def export_model(
+    model: Any,
+    base_path: str | os.PathLike,
+    *,
+    task: str | None = None,
+    class_names: Sequence[str] | None = None,
+    version: int | None = None,
+    example: Any | None = None,
+) -> pathlib.Path:
+    """Writes ``model`` to ``base_path/<version>/`` atomically, after checking the export.
+
+    The SavedModel is written beside its final place, reloaded with
+    ``tf.saved_model.load``, and its predictions on ``example`` (or synthesized
+    rows) compared with the Keras model's within 1e-5; only then is it renamed
+    to its version folder.
+
+    Args:
+        model: A built ``keras.Model`` with one tensor input, or a dict of named
+            ``(None, 1)`` column inputs with preprocessing inside the model.
+        base_path: The model's folder in the repository, e.g. ``"models/penguins"``.
+        task: ``"regression"``, ``"binary"`` (sigmoid ``[N, 1]`` output),
+            ``"multiclass"`` (softmax ``[N, C]``), or None for raw outputs.
+        class_names: Class labels for classifiers; default ``"0"`` .. ``"C-1"``.
+        version: Version number; default the next free integer (1 for a new model).
+        example: A few rows in the model's input format (a dict of columns, or an
+            array) to verify the export with; synthesized when None.
+
+    Returns:
+        The version folder written.
+
+    Raises:
+        ValueError: Unknown task, wrong number of class names, or unsupported inputs.
+        FileExistsError: ``version`` already exists.
+        ExportVerificationError: The reloaded model's predictions differ; nothing is
+            left behind.
+
+    Example:
+        >>> path = export_model(model, "models/penguins", task="multiclass",
+        ...                     class_names=["Adelie", "Chinstrap", "Gentoo"])  # doctest: +SKIP
+        >>> path.name  # doctest: +SKIP
+        '1'
+    """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
+    columns, keyed = _columns(model)
+    names = _class_names(model, task, class_names)
+    base = pathlib.Path(base_path)
+    base.mkdir(parents=True, exist_ok=True)
+    version = _next_version(base) if version is None else int(version)
+    final = base / str(version)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; pick another version")
+
+    module = _ServingModule(model, columns, keyed, task, names)
+    temp = base / f".tmp-{version}-{secrets.token_hex(4)}"
+    try:
+        signatures, methods = module.write(temp)
+        _set_method_names(temp, methods)
+        rows = _example_rows(columns, keyed, example)
+        _verify(temp, module, rows, signatures)
+        os.rename(temp, final)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    logger.info("Exported %s version %d to %s", base.name, version, final)
+    return final
+
+
+def _columns(model: Any) -> tuple[list[_Column], bool]:
+    """The model's inputs, and whether it takes them as a dict keyed by column."""
+    try:
+        structure = model.input
+    except (AttributeError, ValueError) as exc:
+        raise ValueError(f"export needs a built model with known inputs: {exc}") from None
+    if isinstance(structure, Mapping):
+        columns = [
+            _Column(str(name), tf.as_dtype(tensor.dtype), tuple(tensor.shape), keyed=True)
+            for name, tensor in structure.items()
+        ]
+        return columns, True
+    if isinstance(structure, (list, tuple)):
+        if len(structure) != 1:
+            raise ValueError("a model with several inputs must take them as a dict of columns")
+        structure = structure[0]
+    name = re.sub(r"[^A-Za-z0-9_]", "_", getattr(structure, "name", "") or "x") or "x"
+    column = _Column(name, tf.as_dtype(structure.dtype), tuple(structure.shape), keyed=False)
+    return [column], False
+
+
+def _class_names(model: Any, task: str | None, class_names: Sequence[str] | None) -> list[str]:
+    if task not in ("binary", "multiclass"):
+        return []
+    count = 2 if task == "binary" else model.outputs[0].shape[-1]
+    if class_names is None:
+        if count is None:
+            raise ValueError("the number of classes is unknown; pass class_names")
+        return [str(i) for i in range(count)]
+    names = [str(n) for n in class_names]
+    if count is not None and len(names) != count:
+        raise ValueError(f"class_names has {len(names)} names, the model has {count} classes")
+    return names
+
+
+class _ServingModule:
+    """Wraps the Keras model with the serving, classify and regress functions."""
+
+    def __init__(self, model, columns, keyed, task, class_names) -> None:
+        self.model = model
+        self._columns = columns
+        self._keyed = keyed
+        self._task = task
+        self._class_names = class_names
+
+    def call_model(self, features: dict[str, tf.Tensor]) -> Any:
+        """Runs the Keras model on model-shaped features and post-processes its output."""
+        inputs = features if self._keyed else features[self._columns[0].name]
+        outputs = self.model(inputs, training=False)
+        if isinstance(outputs, Mapping) or self._task is None and isinstance(outputs, list):
+            return outputs
+        outputs = tf.cast(outputs, tf.float32)
+        if self._task == "binary":
+            positive = tf.reshape(outputs, [-1, 1])
+            outputs = tf.concat([1.0 - positive, positive], axis=-1)
+        return outputs
+
+    def serve(self, columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        features = {
+            c.name: tf.expand_dims(columns[c.name], -1) if c.scalar else columns[c.name]
+            for c in self._columns
+        }
+        return self._answer(self.call_model(features))
+
+    def _answer(self, outputs: Any) -> dict[str, tf.Tensor]:
+        if isinstance(outputs, Mapping):
+            return dict(outputs)
+        if isinstance(outputs, list):
+            return {f"output_{i}": o for i, o in enumerate(outputs)}
+        if self._class_names:
+            class_ids = tf.argmax(outputs, axis=-1, output_type=tf.int64)
+            return {
+                "probabilities": outputs,
+                "class_ids": class_ids,
+                "classes": tf.gather(tf.constant(list(self._class_names)), class_ids),
+            }
+        return {"predictions": _squeeze_last(outputs)}
+
+    def parse(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Model-shaped features from serialized ``tf.Example`` protos."""
+        if not self._keyed:
+            column = self._columns[0]
+            spec = {TENSOR_FEATURE: tf.io.FixedLenFeature(column.model_shape[1:], tf.float32)}
+            parsed = tf.io.parse_example(serialized, spec)[TENSOR_FEATURE]
+            return {column.name: tf.cast(parsed, column.dtype)}
+        spec = {
+            c.name: tf.io.FixedLenFeature(c.model_shape[1:], _feature_dtype(c.dtype))
+            for c in self._columns
+        }
+        parsed = tf.io.parse_example(serialized, spec)
+        return {c.name: tf.cast(parsed[c.name], c.dtype) for c in self._columns}
+
+    def classify(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        scores = self.call_model(self.parse(inputs))
+        classes = tf.tile(tf.constant([list(self._class_names)]), [tf.shape(scores)[0], 1])
+        return {"classes": classes, "scores": scores}
+
+    def regress(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"outputs": tf.reshape(self.call_model(self.parse(inputs)), [-1])}
+
+    def write(self, path: pathlib.Path) -> tuple[list[str], dict[str, str]]:
+        """Saves the SavedModel; returns its signature names and the methods TF Serving needs.
+
+        Keras' ``ExportArchive`` does the saving: it tracks a Keras 3 model's
+        variables and lookup tables so that TF1-style loaders (TF Serving's, and
+        this project's server) restore them; a plain ``tf.Module`` wrapper does not.
+        """
+        import keras
+
+        archive = keras.export.ExportArchive()
+        archive.track(self.model)
+        specs = {
+            c.name: tf.TensorSpec(c.serving_shape, c.dtype, name=c.name) for c in self._columns
+        }
+        archive.add_endpoint("serving_default", self.serve, input_signature=[specs])
+        methods = {}
+        examples = tf.TensorSpec([None], tf.string, name="inputs")
+        parsable = self._keyed or None not in self._columns[0].model_shape[1:]
+        if parsable and self._class_names:
+            archive.add_endpoint("classify", self.classify, input_signature=[examples])
+            methods["classify"] = CLASSIFY_METHOD
+        elif parsable and self._task == "regression" and self._single_unit():
+            archive.add_endpoint("regress", self.regress, input_signature=[examples])
+            methods["regress"] = REGRESS_METHOD
+        archive.write_out(str(path), verbose=False)
+        return ["serving_default", *methods], methods
+
+    def _single_unit(self) -> bool:
+        shape = self.model.outputs[0].shape
+        return len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)
+
+
+def _squeeze_last(tensor: tf.Tensor) -> tf.Tensor:
+    if tensor.shape.rank == 2 and tensor.shape[-1] == 1:
+        return tf.squeeze(tensor, axis=-1)
+    return tensor
+
+
+def _feature_dtype(dtype: tf.DType) -> tf.DType:
+    if dtype == tf.string:
+        return tf.string
+    return tf.float32 if dtype.is_floating else tf.int64
+
+
+def _set_method_names(path: pathlib.Path, methods: Mapping[str, str]) -> None:
+    """Marks classify/regress signatures so TF Serving's :classify/:regress accept them.
+
+    ``tf.saved_model.save`` labels every signature ``tensorflow/serving/predict``;
+    TF Serving refuses other verbs on such signatures, so the label is fixed here.
+    """
+    if not methods:
+        return
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb_path = path / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString(pb_path.read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        for key, method in methods.items():
+            if key in meta_graph.signature_def:
+                meta_graph.signature_def[key].method_name = method
+    pb_path.write_bytes(saved_model.SerializeToString())
+    try:  # the fingerprint hashes saved_model.pb; rewrite it to match
+        from tensorflow.python.saved_model import fingerprinting_utils
+
+        fingerprinting_utils.write_fingerprint(str(path))
+    except (ImportError, AttributeError, RuntimeError):
+        (path / "fingerprint.pb").unlink(missing_ok=True)
+
+
+def _example_rows(columns: list[_Column], keyed: bool, example: Any) -> dict[str, np.ndarray]:
+    """Example rows keyed by column, each in the serving signature's shape."""
+    rng = np.random.default_rng(0)
+    rows = {}
+    for column in columns:
+        if example is None:
+            values = _synthesize(column, rng)
+        else:
+            values = example[column.name] if keyed else example
+            values = np.asarray(values)
+            if column.scalar:
+                values = values.reshape(-1)
+        if column.dtype == tf.string:
+            values = np.asarray(values, dtype=object)
+        else:
+            values = values.astype(column.dtype.as_numpy_dtype)
+        rows[column.name] = values
+    return rows
+
+
+def _synthesize(column: _Column, rng: np.random.Generator) -> np.ndarray:
+    shape = [_EXAMPLE_ROWS] + [d or 1 for d in column.serving_shape[1:]]
+    if column.dtype == tf.string:
+        return np.full(shape, "", dtype=object)  # lookups map it to their OOV index
+    if column.dtype.is_integer:
+        return rng.integers(0, 2, size=shape)
+    return rng.normal(size=shape)
+
+
+def _verify(
+    path: pathlib.Path,
+    module: _ServingModule,
+    rows: dict[str, np.ndarray],
+    signatures: Sequence[str],
+) -> None:
+    """Reloads the export and compares it with the in-memory Keras model."""
+    features = {
+        c.name: tf.constant(rows[c.name][:, None] if c.scalar else rows[c.name])
+        for c in module._columns
+    }
+    expected = _numpy(module._answer(module.call_model(features)))
+    loaded = tf.saved_model.load(str(path))
+    served = _numpy(loaded.signatures["serving_default"](
+        **{name: tf.constant(value) for name, value in rows.items()}
+    ))
+    for key, want in expected.items():
+        _compare(f"serving_default/{key}", served.get(key), want)
+    # TF Serving (and serving/) load SavedModels into a TF1 session, not through
+    # tf.saved_model.load; check that path restores every variable and table too.
+    session_served = _run_in_session(path, rows)
+    for key, want in expected.items():
+        _compare(f"serving_default/{key} (TF1 session)", session_served.get(key), want)
+    if "classify" in signatures or "regress" in signatures:
+        examples = tf.constant(_serialize(rows, module))
+        if "classify" in signatures:
+            scores = loaded.signatures["classify"](inputs=examples)["scores"].numpy()
+            _compare("classify/scores", scores, expected["probabilities"])
+        else:
+            outputs = loaded.signatures["regress"](inputs=examples)["outputs"].numpy()
+            _compare("regress/outputs", outputs, expected["predictions"].reshape(-1))
+
+
+def _run_in_session(path: pathlib.Path, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(
+            session, [tf.saved_model.SERVING], str(path)
+        )
+        signature = meta_graph.signature_def["serving_default"]
+        feeds = {signature.inputs[name].name: value for name, value in rows.items()}
+        keys = sorted(signature.outputs)
+        values = session.run([signature.outputs[k].name for k in keys], feeds)
+    return dict(zip(keys, values, strict=True))
+
+
+def _numpy(outputs: Mapping[str, tf.Tensor]) -> dict[str, np.ndarray]:
+    return {key: np.asarray(value) for key, value in outputs.items()}
+
+
+def _compare(what: str, got: np.ndarray | None, want: np.ndarray) -> None:
+    if got is None or got.shape != want.shape:
+        raise ExportVerificationError(
+            f"{what}: reloaded model answered shape {None if got is None else got.shape}, "
+            f"Keras model {want.shape}"
+        )
+    if want.dtype.kind in "fc":
+        diff = float(np.max(np.abs(got - want))) if want.size else 0.0
+        if not diff <= TOLERANCE:
+            raise ExportVerificationError(
+                f"{what}: reloaded model differs from the Keras model by {diff:.3g} "
+                f"(tolerance {TOLERANCE})"
+            )
+    elif not np.array_equal(got, want):
+        raise ExportVerificationError(f"{what}: reloaded model differs from the Keras model")
+
+
+def _serialize(rows: dict[str, np.ndarray], module: _ServingModule) -> list[bytes]:
+    count = len(next(iter(rows.values())))
+    serialized = []
+    for i in range(count):
+        features = {}
+        for column in module._columns:
+            value = np.asarray(rows[column.name][i]).reshape(-1)
+            key = column.name if module._keyed else TENSOR_FEATURE
+            if column.dtype == tf.string:
+                data = [v if isinstance(v, bytes) else str(v).encode() for v in value]
+                features[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
+            elif column.dtype.is_floating or not module._keyed:
+                features[key] = tf.train.Feature(float_list=tf.train.FloatList(value=value))
+            else:
+                features[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=value))
+        example = tf.train.Example(features=tf.train.Features(feature=features))
+        serialized.append(example.SerializeToString())
+    return serialized
+
+
+def _next_version(base: pathlib.Path) -> int:
+    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``tfkit export``'s flags.
+
+    Args:
+        parser: The (sub)command parser to fill.
+    """
+    parser.add_argument("--model", required=True, help="a saved Keras model (.keras)")
+    parser.add_argument("--name", required=True, help="model name: the folder under --models")
+    parser.add_argument("--models", default="models", help="model repository (default: models)")
+    parser.add_argument("--task", choices=TASKS, default=None,
+                        help="what the model predicts; classifiers also get class names")
+    parser.add_argument("--class-names", default=None,
+                        help="comma-separated class names, e.g. Adelie,Chinstrap,Gentoo")
+    parser.add_argument("--version", type=int, default=None,
+                        help="version number (default: the next free one)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Loads a ``.keras`` file and exports it; prints the version folder written.
+
+    Args:
+        args: Parsed flags from ``add_export_arguments``.
+
+    Returns:
+        The process exit code: 0 on success, 1 on failure.
+    """
+    import keras
+
+    class_names = args.class_names.split(",") if args.class_names else None
+    try:
+        model = keras.saving.load_model(args.model)
+        path = export_model(
+            model,
+            pathlib.Path(args.models) / args.name,
+            task=args.task,
+            class_names=class_names,
+            version=args.version,
+        )
+    except (OSError, ValueError, ExportVerificationError) as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
