@@ -1,13 +1,16 @@
 """tfkit: train Keras models with a transparent tf.distribute loop, watch them learn, serve them."""
 
-from tfkit import datasets, models
+from tfkit import datasets
+from tfkit import models
 from tfkit.config import TrainConfig
 from tfkit.data import DataSpec
 from tfkit.distribute import describe as devices
+from tfkit.export import export_model as export
 from tfkit.memory import MemoryEstimate
 from tfkit.memory import OutOfMemoryError
 from tfkit.memory import estimate_memory
-from tfkit.train import TrainResult, train
+from tfkit.train import TrainResult
+from tfkit.train import train
 
 __all__ = [
     "DataSpec",
@@ -18,6 +21,7 @@ __all__ = [
     "datasets",
     "devices",
     "estimate_memory",
+    "export",
     "models",
     "train",
 ]

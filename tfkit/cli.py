@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import types
 import typing
@@ -19,9 +20,12 @@ _NOT_FLAGS = {"model_kwargs", "verbose"}
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tfkit` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("tfkit", "serving"):
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         return args.run(args)
     except ValueError as err:  # bad input: say what is wrong, no stack trace

@@ -53,25 +53,27 @@ class _Calls:
 
     def run(self, n: int, step: int, sizer: StepsPerCall) -> tuple[dict[str, float], int]:
         """One call starting at global `step`; returns (totals, steps run)."""
-        if self.monitor.wants_inspection(step):
-            return self.monitor.inspect(self.iterator, step), 1
-        if self.count == 0:
+        first = self.count == 0
+        if first:
             self.writer.start_graph_trace()
         if self.profile and self.count == 1:
             self.writer.start_profile()
             self.profiling = True
-        started = time.perf_counter()
-        out = self.steps.train(self.iterator, tf.constant(n))
-        out = {k: float(v) for k, v in out.items()}  # the one host sync per call
-        seconds = time.perf_counter() - started
-        if self.count == 0:
-            self.writer.end_graph_trace()
+        if self.monitor.wants_inspection(step):
+            out, n, seconds = self.monitor.inspect(self.iterator, step), 1, 0.0
         else:
+            started = time.perf_counter()
+            out, _ = self.steps.train(self.iterator, tf.constant(n))
+            out = {k: float(v) for k, v in out.items()}  # the one host sync per call
+            seconds = time.perf_counter() - started
+            self.monitor.after_call(step + n, n, seconds, out)
+        if first:
+            self.writer.end_graph_trace()
+        elif seconds:
             sizer.update(n, seconds)  # the first call traces: no measure of a step
         self.count += 1
         if self.profiling and self.count > PROFILED_CALLS:
             self.finish()
-        self.monitor.after_call(step + n, n, seconds, out)
         return out, n
 
     def finish(self) -> None:

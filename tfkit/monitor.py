@@ -13,10 +13,14 @@ import time
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from tfkit import memory
 from tfkit.steps import Steps, summarize
 from tfkit.summaries import RunWriter
+
+# Inspections (weight copies, histograms) may take this share of training time at most.
+INSPECTION_BUDGET = 0.02
 
 
 class Monitor:
@@ -42,30 +46,35 @@ class Monitor:
         self._pending_seconds = 0.0
         self._last_logged = 0
         self._next_histogram = 0
+        self._inspect_seconds = 0.0
+        self._train_seconds = 0.0
 
     def wants_inspection(self, step: int) -> bool:
-        return self.writer.enabled and bool(self.histogram_every) and step >= self._next_histogram
+        """Due by the interval, and within the time budget (so logging stays cheap)."""
+        if not (self.writer.enabled and self.histogram_every) or step < self._next_histogram:
+            return False
+        return self._inspect_seconds <= INSPECTION_BUDGET * self._train_seconds
 
     def inspect(self, iterator: Any, step: int) -> dict[str, float]:
-        """Run one training step that is measured inside out; returns its totals."""
+        """Run one ordinary training step, measured inside out; returns its totals."""
         variables = self.steps.model.trainable_variables
         before = [v.numpy() for v in variables]
         started = time.perf_counter()
-        out = self.steps.inspect(iterator)
+        out, gradients = self.steps.train(iterator, tf.constant(1))
+        totals = {k: float(v) for k, v in out.items()}
         seconds = time.perf_counter() - started
         after = [v.numpy() for v in variables]
-        gradients = out.pop("gradients")
         names = [v.path for v in variables]
         self.writer.histograms("train", step=step + 1, values={
             **{f"weights/{n}": w for n, w in zip(names, after, strict=True)},
-            **{f"gradients/{n}": np.asarray(g) for n, g in zip(names, gradients, strict=True)},
+            **{f"gradients/{n}": g.numpy() for n, g in zip(names, gradients, strict=True)},
         })
         self.writer.scalars("train", step=step + 1, values={
             f"update_ratio/{layer}": ratio
             for layer, ratio in update_ratios(names, before, after).items()
         })
         self._next_histogram = step + self.histogram_every
-        totals = {k: float(v) for k, v in out.items()}
+        self._inspect_seconds += time.perf_counter() - started - seconds
         self.after_call(step + 1, 1, seconds, totals)
         return totals
 
@@ -75,6 +84,7 @@ class Monitor:
             self._pending[key] = value if key == "grad_norm" else self._pending[key] + value
         self._pending_steps += n
         self._pending_seconds += seconds
+        self._train_seconds += seconds
         if step - self._last_logged < self.log_every or not self.writer.enabled:
             return
         values = summarize(self._pending)

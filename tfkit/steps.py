@@ -30,7 +30,9 @@ class Steps:
     The replica step is the lesson in code: forward pass, loss, backward pass,
     update. `train(iterator, n)` runs n of them in one `tf.function` call so a
     small model is not bound by Python overhead; the only host sync is the
-    totals it returns.
+    totals it returns. With `keep_gradients`, it also returns the last step's
+    whole gradient (for histograms), carried through the loop rather than
+    computed by a second traced function.
     """
 
     def __init__(
@@ -43,24 +45,23 @@ class Steps:
         global_batch_size: int,
         clip_norm: float | None = None,
         jit_compile: bool = False,
+        keep_gradients: bool = False,
     ) -> None:
         self.model, self.optimizer, self.task = model, optimizer, task
         self.strategy = strategy
         self.global_batch_size = global_batch_size
         self.clip_norm = clip_norm
+        self.keep_gradients = keep_gradients
         self.loss_fn = loss_for(task)
         step = tf.function(self._replica_train_step, jit_compile=jit_compile)
         self._compiled_replica_step = step if jit_compile else self._replica_train_step
         self.train = tf.function(self._train_many)
-        self.inspect = tf.function(self._inspect)
         self.evaluate = tf.function(self._evaluate)
 
     def learning_rate(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
-    def _replica_train_step(
-        self, x: Any, y: tf.Tensor, with_gradients: bool = False
-    ) -> dict[str, Any]:
+    def _replica_train_step(self, x: Any, y: tf.Tensor) -> dict[str, Any]:
         with tf.GradientTape() as tape:
             predictions = self.model(x, training=True)  # 1. forward: guess
             per_example = self.loss_fn(self._labels(y), predictions)  # 2. measure the error
@@ -74,7 +75,7 @@ class Steps:
         gradients, total, norm = self._clip(gradients)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))  # 4. w -= lr*grad
         stats = {**self._stats(y, predictions, per_example), "grad_norm": norm}
-        return {**stats, "gradients": total} if with_gradients else stats
+        return {**stats, "gradients": total} if self.keep_gradients else stats
 
     def _clip(self, gradients: list[tf.Tensor]) -> tuple[list, list, tf.Tensor]:
         """Gradients clipped by the global norm, the all-reduced gradient, and its norm.
@@ -83,6 +84,10 @@ class Steps:
         the shares. The true norm is the norm of that sum, so clipping must see
         the all-reduced gradient (Keras's own clipnorm clips each share).
         """
+        gradients = [
+            tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+            for g, v in zip(gradients, self.model.trainable_variables, strict=True)
+        ]
         total = gradients
         if self.strategy.num_replicas_in_sync > 1:
             total = tf.distribute.get_replica_context().all_reduce(SUM, gradients)
@@ -116,24 +121,21 @@ class Steps:
             stats["mae"] = tf.reduce_sum(error)
         return stats
 
-    def _train_many(self, iterator: Any, n: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _train_many(self, iterator: Any, n: tf.Tensor) -> tuple[dict[str, tf.Tensor], list]:
         totals = self._zeros(train=True)
+        last = [tf.zeros_like(v) for v in self.model.trainable_variables]
         for _ in tf.range(n):
             x, y = next(iterator)
             per_replica = self.strategy.run(self._compiled_replica_step, args=(x, y))
+            if self.keep_gradients:
+                # The all-reduced gradient is the same on every replica: keep the first.
+                gradients = per_replica.pop("gradients")
+                last = [self.strategy.experimental_local_results(g)[0] for g in gradients]
             step = self._reduce(per_replica)
             totals = {
                 k: step[k] if k == "grad_norm" else totals[k] + step[k] for k in totals
             }
-        return totals
-
-    def _inspect(self, iterator: Any) -> dict[str, Any]:
-        """One ordinary training step that also returns the whole (all-reduced) gradient."""
-        x, y = next(iterator)
-        per_replica = self.strategy.run(
-            self._replica_train_step, args=(x, y), kwargs={"with_gradients": True}
-        )
-        return self._reduce(per_replica)
+        return totals, (last if self.keep_gradients else [])
 
     def _evaluate(self, dataset: Any) -> dict[str, tf.Tensor]:
         totals = self._zeros(train=False)
@@ -145,8 +147,8 @@ class Steps:
     def _reduce(self, per_replica: dict[str, Any]) -> dict[str, tf.Tensor]:
         out = {}
         for key, value in per_replica.items():
-            # Every replica holds the same all-reduced values here: take one, do not add.
-            op = tf.distribute.ReduceOp.MEAN if key in ("grad_norm", "gradients") else SUM
+            # Every replica computes the same global norm: take one, do not add them.
+            op = tf.distribute.ReduceOp.MEAN if key == "grad_norm" else SUM
             out[key] = self.strategy.reduce(op, value, axis=None)
         return out
 

@@ -6,8 +6,13 @@ import json
 import os
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.hparams import api as hp
+
+HISTOGRAM_BUCKETS = 30
+_HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata("", "")
 
 
 class RunWriter:
@@ -46,13 +51,18 @@ class RunWriter:
         with self._writer(split).as_default(step=step):
             tf.summary.text(name, body)
 
-    def histograms(self, split: str, *, step: int, values: dict[str, Any]) -> None:
-        """One histogram per named tensor (weights, gradients)."""
+    def histograms(self, split: str, *, step: int, values: dict[str, np.ndarray]) -> None:
+        """One histogram per named array (weights, gradients).
+
+        The buckets are counted with numpy and written in the histogram
+        plugin's format: `tf.summary.histogram` runs several eager ops per
+        tensor, about ten times slower for the same picture.
+        """
         if not self.enabled:
             return
         with self._writer(split).as_default(step=step):
             for name, value in values.items():
-                tf.summary.histogram(name, value)
+                tf.summary.write(name, _buckets(value), metadata=_HISTOGRAM_METADATA)
 
     def hparams(self, hparams: dict[str, Any]) -> None:
         """The run's configuration for the HParams tab; its metrics are the epoch scalars."""
@@ -99,3 +109,13 @@ class RunWriter:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
+
+
+def _buckets(value: np.ndarray) -> np.ndarray:
+    """[buckets, 3] rows of (left edge, right edge, count), as the histogram plugin reads."""
+    data = np.asarray(value, dtype=np.float64).ravel()
+    data = data[np.isfinite(data)]
+    if data.size == 0:
+        return np.zeros((HISTOGRAM_BUCKETS, 3))
+    counts, edges = np.histogram(data, bins=HISTOGRAM_BUCKETS)
+    return np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)

@@ -103,6 +103,7 @@ def train(
         model=model, optimizer=optimizer, task=spec.task, strategy=strategy,
         global_batch_size=global_batch, clip_norm=config.clip_norm,
         jit_compile=config.jit_compile,
+        keep_gradients=bool(config.logdir and config.histogram_every_steps),
     )
     per_epoch = data_lib.steps_per_epoch(spec.n_train, global_batch)
     train_iterator = iter(strategy.distribute_datasets_from_function(
@@ -159,7 +160,6 @@ def train(
             model, os.path.join(config.export, config.model_name or spec.name),
             task=spec.task, class_names=spec.class_names, example=_first_rows(example),
         ))
-        log.info("exported to %s", export_path)
     return TrainResult(
         history=history, model=model, export_path=export_path,
         logdir=writer.path, spec=spec, config=config, strategy=strategy,
