@@ -45,12 +45,21 @@ class TrainConfig:
     log_every_steps: int = 10  # step-level scalars in TensorBoard
     histogram_every_steps: int = 50  # weight/gradient histograms and update ratios; 0: off
     profile: bool = False  # a profiler trace of a few calls, for TensorBoard's Profile tab
+    checkpoint_every_steps: int = 1000
+    checkpoint_every_seconds: float = 300.0
+    keep_checkpoints: int = 3
+    checkpoint_dir: str | None = None  # default: <logdir>/<run_name>/checkpoints
+    resume: bool = True  # same run name: continue from its last checkpoint
+    deterministic: bool | None = None  # op determinism; None: on for CPU-only runs
+    on_nan: str = "stop"  # non-finite loss: stop, or restore the last checkpoint at half the lr
+    max_nan_restores: int = 3
     jit_compile: bool = False  # XLA measured slower on CPU for small models
     verbose: bool | None = None  # progress bar; None: only on a terminal
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to the builder
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "log_every_steps"):
+        for name in ("epochs", "batch_size", "log_every_steps", "checkpoint_every_steps",
+                     "keep_checkpoints"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -63,6 +72,11 @@ class TrainConfig:
         _check_choice("task", self.task, TASKS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("missing", self.missing, MISSING_POLICIES)
+        _check_choice("on_nan", self.on_nan, ("stop", "restore"))
+        if not self.checkpoint_every_seconds > 0:
+            raise ValueError(
+                f"checkpoint_every_seconds must be > 0, got {self.checkpoint_every_seconds!r}"
+            )
         if isinstance(self.strategy, str):
             if self.strategy not in STRATEGY_NAMES and not _CPU_N.match(self.strategy):
                 allowed = ", ".join(STRATEGY_NAMES + ("cpu:N",))

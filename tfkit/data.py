@@ -282,14 +282,15 @@ def steps_per_epoch(n_train: int, global_batch_size: int) -> int:
 
 def train_input_fn(
     train: tf.data.Dataset, *, n_train: int, global_batch_size: int, seed: int,
-    first_epoch: int, epochs: int,
+    epochs: int, start_step: int = 0,
 ):
     """A `distribute_datasets_from_function` input function for all epochs in one stream.
 
     Each epoch is the training set reshuffled (a seeded shuffle draws a new,
     repeatable order on every pass) and cut to whole global batches, so every
     replica of every worker agrees on the epoch's length, and the whole stream
-    can be re-made from the seed alone.
+    can be re-made from the seed alone: resuming at `start_step` skips exactly
+    the rows the steps before it consumed.
     """
 
     def input_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -301,7 +302,8 @@ def train_input_fn(
         rows = steps_per_epoch(n_train, global_batch_size) * global_batch_size
         rows //= ctx.num_input_pipelines
         epoch = shard.shuffle(min(n_train, 100_000), seed=seed, reshuffle_each_iteration=True)
-        stream = epoch.take(rows).repeat(epochs).skip(first_epoch * rows)
+        rows_per_step = global_batch_size // ctx.num_input_pipelines
+        stream = epoch.take(rows).repeat(epochs).skip(start_step * rows_per_step)
         return stream.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     return input_fn

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfkit import memory
-from tfkit.steps import Steps, summarize
+from tfkit.steps import Steps, accumulate, summarize
 from tfkit.summaries import RunWriter
 
 # Inspections (weight copies, histograms) may take this share of training time at most.
@@ -31,29 +31,36 @@ class Monitor:
         steps: the compiled steps (model, optimizer, inspect call).
         log_every_steps: scalars every this many steps.
         histogram_every_steps: weight/gradient histograms and update ratios
-            every this many steps (0 turns them off).
+            every this many steps (0 turns them off), as the time budget
+            allows, and at least once an epoch.
+        steps_per_epoch: the epoch's length.
     """
 
     def __init__(
         self, writer: RunWriter, steps: Steps, *, log_every_steps: int,
-        histogram_every_steps: int,
+        histogram_every_steps: int, steps_per_epoch: int,
     ) -> None:
         self.writer, self.steps = writer, steps
         self.log_every = log_every_steps
         self.histogram_every = histogram_every_steps
-        self._pending: dict[str, float] = collections.defaultdict(float)
+        self._pending: dict[str, float] = {}
         self._pending_steps = 0
         self._pending_seconds = 0.0
         self._last_logged = 0
         self._next_histogram = 0
         self._inspect_seconds = 0.0
         self._train_seconds = 0.0
+        self._steps_per_epoch = steps_per_epoch
+        self._inspected_epoch = -1
 
     def wants_inspection(self, step: int) -> bool:
-        """Due by the interval, and within the time budget (so logging stays cheap)."""
+        """Due by the interval, and within the time budget or not yet done this epoch."""
         if not (self.writer.enabled and self.histogram_every) or step < self._next_histogram:
             return False
-        return self._inspect_seconds <= INSPECTION_BUDGET * self._train_seconds
+        return (
+            self._inspected_epoch < step // self._steps_per_epoch
+            or self._inspect_seconds <= INSPECTION_BUDGET * self._train_seconds
+        )
 
     def inspect(self, iterator: Any, step: int) -> dict[str, float]:
         """Run one ordinary training step, measured inside out; returns its totals."""
@@ -74,14 +81,14 @@ class Monitor:
             for layer, ratio in update_ratios(names, before, after).items()
         })
         self._next_histogram = step + self.histogram_every
+        self._inspected_epoch = step // self._steps_per_epoch
         self._inspect_seconds += time.perf_counter() - started - seconds
         self.after_call(step + 1, 1, seconds, totals)
         return totals
 
     def after_call(self, step: int, n: int, seconds: float, totals: dict[str, float]) -> None:
         """Account one call of n steps ending at `step`; write scalars when due."""
-        for key, value in totals.items():
-            self._pending[key] = value if key == "grad_norm" else self._pending[key] + value
+        accumulate(self._pending, totals)
         self._pending_steps += n
         self._pending_seconds += seconds
         self._train_seconds += seconds

@@ -8,6 +8,8 @@ import keras
 import tensorflow as tf
 
 SUM = tf.distribute.ReduceOp.SUM
+_LATEST = ("grad_norm", "last_loss")  # per-call values that are the last step's, not sums
+_BOOKKEEPING = ("count", "steps", "last_loss")  # totals that are not metrics
 
 
 def loss_for(task: str) -> keras.losses.Loss:
@@ -122,6 +124,7 @@ class Steps:
         return stats
 
     def _train_many(self, iterator: Any, n: tf.Tensor) -> tuple[dict[str, tf.Tensor], list]:
+        """Up to n steps; stops early at a non-finite loss (`steps` < n tells)."""
         totals = self._zeros(train=True)
         last = [tf.zeros_like(v) for v in self.model.trainable_variables]
         for _ in tf.range(n):
@@ -132,9 +135,10 @@ class Steps:
                 gradients = per_replica.pop("gradients")
                 last = [self.strategy.experimental_local_results(g)[0] for g in gradients]
             step = self._reduce(per_replica)
-            totals = {
-                k: step[k] if k == "grad_norm" else totals[k] + step[k] for k in totals
-            }
+            if not tf.math.is_finite(step["loss"]):
+                break
+            step = {**step, "steps": tf.constant(1.0), "last_loss": step["loss"] / step["count"]}
+            totals = {k: step[k] if k in _LATEST else totals[k] + step[k] for k in totals}
         return totals, (last if self.keep_gradients else [])
 
     def _evaluate(self, dataset: Any) -> dict[str, tf.Tensor]:
@@ -155,14 +159,23 @@ class Steps:
     def _zeros(self, train: bool) -> dict[str, tf.Tensor]:
         keys = ["loss", "count", "accuracy" if self.task != "regression" else "mae"]
         if train:
-            keys.append("grad_norm")
+            keys += ["grad_norm", "steps", "last_loss"]
         return {k: tf.constant(0.0) for k in keys}
+
+
+def accumulate(into: dict[str, float], call: dict[str, float]) -> None:
+    """Add one call's totals to running totals (the last step's values replace)."""
+    for key, value in call.items():
+        into[key] = value if key in _LATEST else into.get(key, 0.0) + value
 
 
 def summarize(totals: dict[str, Any]) -> dict[str, float]:
     """Turn summed stats into per-example means (Keras-style names)."""
     count = max(float(totals["count"]), 1.0)
-    out = {k: float(v) / count for k, v in totals.items() if k not in ("count", "grad_norm")}
+    out = {
+        k: float(v) / count for k, v in totals.items()
+        if k not in _BOOKKEEPING and k != "grad_norm"
+    }
     if "grad_norm" in totals:
         out["grad_norm"] = float(totals["grad_norm"])
     return out

@@ -12,9 +12,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfkit import checkpoints, distribute, loop, memory, models
 from tfkit import data as data_lib
-from tfkit import distribute, loop, memory, models
+from tfkit.checkpoints import Checkpointer, NonFiniteLossError
 from tfkit.config import TrainConfig
+from tfkit.interrupts import StopRequests
 from tfkit.monitor import Monitor
 from tfkit.steps import Steps
 from tfkit.summaries import RunWriter
@@ -88,82 +90,183 @@ def train(
     config = _make_config(data, config, options)
     # The strategy first: "cpu:N" must split the CPU before anything starts TensorFlow.
     strategy = distribute.resolve(config.strategy)
-    keras.utils.set_random_seed(config.seed)
+    _seed_everything(config)
     prepared = data_lib.prepare(
         config.data, target=config.target, task=config.task,
         validation_split=config.validation_split, seed=config.seed, missing=config.missing,
     )
-    spec = prepared.spec
-    global_batch = _global_batch(config.batch_size, spec.n_train, strategy.num_replicas_in_sync)
-    with strategy.scope():
-        model = _build_model(config, spec, strategy)
-        optimizer = make_optimizer(config.optimizer, config.learning_rate)
-        optimizer.build(model.trainable_variables)  # before the first traced step
-    steps = Steps(
-        model=model, optimizer=optimizer, task=spec.task, strategy=strategy,
-        global_batch_size=global_batch, clip_norm=config.clip_norm,
-        jit_compile=config.jit_compile,
-        keep_gradients=bool(config.logdir and config.histogram_every_steps),
-    )
-    per_epoch = data_lib.steps_per_epoch(spec.n_train, global_batch)
-    train_iterator = iter(strategy.distribute_datasets_from_function(
-        data_lib.train_input_fn(
-            prepared.train, n_train=spec.n_train, global_batch_size=global_batch,
-            seed=config.seed, first_epoch=0, epochs=config.epochs,
-        )
-    ))
-    validation = None
-    if prepared.validation is not None:
-        validation = strategy.distribute_datasets_from_function(
-            data_lib.eval_input_fn(prepared.validation, global_batch_size=global_batch)
-        )
-    run_name = config.run_name or _default_run_name(spec.name, model.name)
-    chief = distribute.is_chief(strategy)
-    writer = RunWriter(config.logdir, run_name, chief=chief)
-    writer.config(config.to_dict())
-    writer.model_summary(model)
-    writer.hparams({**config.to_dict(), "task": spec.task,
-                    "replicas": strategy.num_replicas_in_sync})
-    estimate = memory.estimate_memory(
-        model, global_batch // strategy.num_replicas_in_sync, config.optimizer
-    )
-    log.info(estimate.describe())
-    log.info(
-        "training %s (%d parameters) on %s: %d train / %d validation rows, task %s, "
-        "%d replica(s), global batch %d, %d steps per epoch",
-        model.name, model.count_params(), spec.name, spec.n_train, spec.n_val, spec.task,
-        strategy.num_replicas_in_sync, global_batch, per_epoch,
-    )
-    callback_list = keras.callbacks.CallbackList(
-        _callbacks(config, callbacks), add_history=False, add_progbar=False, model=model,
-        epochs=config.epochs, steps=per_epoch,
-    )
-    monitor = Monitor(writer, steps, log_every_steps=config.log_every_steps,
-                      histogram_every_steps=config.histogram_every_steps)
+    run = _Run.build(config, strategy, prepared)
     try:
-        history = loop.run(
-            steps=steps, train_iterator=train_iterator, validation=validation,
-            steps_per_epoch=per_epoch, epochs=config.epochs, monitor=monitor,
-            steps_per_execution=config.steps_per_execution, callbacks=callback_list,
-            writer=writer, profile=config.profile, verbose=config.verbose,
-        )
-    except tf.errors.ResourceExhaustedError as err:
-        raise memory.OutOfMemoryError(memory.out_of_memory_message(estimate, err)) from None
+        history = run.fit(callbacks)
     finally:
-        writer.close()
-    export_path = None
-    if config.export and chief:
+        run.close()
+    export_path = run.state.get("export_path")
+    if config.export and run.chief and not run.already_finished:
         from tfkit.export import export_model
 
         example = prepared.validation_arrays[0] if prepared.validation_arrays else None
         export_path = str(export_model(
-            model, os.path.join(config.export, config.model_name or spec.name),
-            task=spec.task, class_names=spec.class_names, example=_first_rows(example),
+            run.model, os.path.join(config.export, config.model_name or prepared.spec.name),
+            task=prepared.spec.task, class_names=prepared.spec.class_names,
+            example=_first_rows(example),
         ))
+        run.record_export(export_path)
     return TrainResult(
-        history=history, model=model, export_path=export_path,
-        logdir=writer.path, spec=spec, config=config, strategy=strategy,
+        history=history, model=run.model, export_path=export_path, logdir=run.writer.path,
+        spec=prepared.spec, config=config, strategy=strategy,
     )
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything one run is made of, built in the right order under the strategy."""
+
+    config: TrainConfig
+    strategy: tf.distribute.Strategy
+    prepared: data_lib.PreparedData
+    model: keras.Model
+    steps: Steps
+    global_batch: int
+    steps_per_epoch: int
+    chief: bool
+    writer: RunWriter
+    estimate: memory.MemoryEstimate
+    checkpointer: Checkpointer | None
+    state: dict[str, Any]
+
+    @classmethod
+    def build(cls, config: TrainConfig, strategy, prepared: data_lib.PreparedData) -> _Run:
+        spec = prepared.spec
+        replicas = strategy.num_replicas_in_sync
+        global_batch = _global_batch(config.batch_size, spec.n_train, replicas)
+        with strategy.scope():
+            model = _build_model(config, spec, strategy)
+            optimizer = make_optimizer(config.optimizer, config.learning_rate)
+            optimizer.build(model.trainable_variables)  # before the first traced step
+        steps = Steps(
+            model=model, optimizer=optimizer, task=spec.task, strategy=strategy,
+            global_batch_size=global_batch, clip_norm=config.clip_norm,
+            jit_compile=config.jit_compile,
+            keep_gradients=bool(config.logdir and config.histogram_every_steps),
+        )
+        run_name = config.run_name or _default_run_name(spec.name, model.name)
+        chief = distribute.is_chief(strategy)
+        checkpointer = _checkpointer(config, run_name, model, optimizer, chief)
+        state = (checkpointer.restore() if checkpointer else None) or {"step": 0}
+        estimate = memory.estimate_memory(model, global_batch // replicas, config.optimizer)
+        run = cls(
+            config=config, strategy=strategy, prepared=prepared, model=model, steps=steps,
+            global_batch=global_batch,
+            steps_per_epoch=data_lib.steps_per_epoch(spec.n_train, global_batch), chief=chief,
+            writer=RunWriter(config.logdir, run_name, chief=chief), estimate=estimate,
+            checkpointer=checkpointer, state=state,
+        )
+        run.describe()
+        return run
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+    @property
+    def already_finished(self) -> bool:
+        return bool(self.state.get("history")) and self.state["step"] >= self.total_steps
+
+    def describe(self) -> None:
+        spec, config = self.prepared.spec, self.config
+        if self.state["step"]:
+            log.info("resumed from step %d of epoch %d (checkpoint in %s)",
+                     self.state["step"], self.state["step"] // self.steps_per_epoch + 1,
+                     self.checkpointer.directory)
+        self.writer.config(config.to_dict())
+        self.writer.model_summary(self.model)
+        self.writer.hparams({**config.to_dict(), "task": spec.task,
+                             "replicas": self.strategy.num_replicas_in_sync})
+        log.info(self.estimate.describe())
+        log.info(
+            "training %s (%d parameters) on %s: %d train / %d validation rows, task %s, "
+            "%d replica(s), global batch %d, %d steps per epoch",
+            self.model.name, self.model.count_params(), spec.name, spec.n_train, spec.n_val,
+            spec.task, self.strategy.num_replicas_in_sync, self.global_batch,
+            self.steps_per_epoch,
+        )
+
+    def fit(self, callbacks: list | None) -> dict[str, list[float]]:
+        """The loop, from the restored step; rolls back on NaN when asked to."""
+        if self.already_finished:
+            log.info("run already finished (%d steps); raise epochs or pass resume=False to "
+                     "train again", self.state["step"])
+            return self.state["history"]
+        callback_list = keras.callbacks.CallbackList(
+            _callbacks(self.config, callbacks), add_history=False, add_progbar=False,
+            model=self.model, epochs=self.config.epochs, steps=self.steps_per_epoch,
+        )
+        monitor = Monitor(self.writer, self.steps, log_every_steps=self.config.log_every_steps,
+                          histogram_every_steps=self.config.histogram_every_steps,
+                          steps_per_epoch=self.steps_per_epoch)
+        restores = 0
+        while True:
+            position = loop.Position(
+                step=self.state["step"], history=self.state.get("history", {}),
+                epoch_totals=self.state.get("epoch_totals", {}),
+                last_loss=self.state.get("last_loss"),
+            )
+            try:
+                with StopRequests() as stop:
+                    return loop.run(
+                        steps=self.steps, iterator=self._iterator(position.step),
+                        validation=self._validation(), steps_per_epoch=self.steps_per_epoch,
+                        epochs=self.config.epochs, position=position,
+                        hooks=loop.Hooks(monitor, callback_list, self.writer,
+                                         self.checkpointer, stop),
+                        steps_per_execution=self.config.steps_per_execution,
+                        profile=self.config.profile, verbose=self.config.verbose,
+                    )
+            except tf.errors.ResourceExhaustedError as err:
+                raise memory.OutOfMemoryError(
+                    memory.out_of_memory_message(self.estimate, err)
+                ) from None
+            except NonFiniteLossError:
+                if self.config.on_nan != "restore" or restores >= self.config.max_nan_restores:
+                    raise
+                restores += 1
+                self._roll_back(restores)
+
+    def _roll_back(self, restores: int) -> None:
+        restored = self.checkpointer.restore() if self.checkpointer else None
+        if restored is None:
+            raise NonFiniteLossError("the loss became non-finite and there is no checkpoint "
+                                     "to roll back to (set logdir or checkpoint_dir)")
+        self.state = restored
+        lr = self.steps.learning_rate() / 2
+        self.steps.optimizer.learning_rate.assign(lr)
+        log.warning("non-finite loss: rolled back to step %d with learning rate %g "
+                    "(restore %d of %d)", restored["step"], lr, restores,
+                    self.config.max_nan_restores)
+
+    def _iterator(self, start_step: int) -> Any:
+        spec = self.prepared.spec
+        return iter(self.strategy.distribute_datasets_from_function(data_lib.train_input_fn(
+            self.prepared.train, n_train=spec.n_train, global_batch_size=self.global_batch,
+            seed=self.config.seed, epochs=self.config.epochs, start_step=start_step,
+        )))
+
+    def _validation(self) -> Any:
+        if self.prepared.validation is None:
+            return None
+        return self.strategy.distribute_datasets_from_function(
+            data_lib.eval_input_fn(self.prepared.validation, global_batch_size=self.global_batch)
+        )
+
+    def record_export(self, path: str) -> None:
+        """Remember the export beside the last checkpoint, so a re-run can report it."""
+        if self.checkpointer and self.chief:
+            self.checkpointer.annotate({"export_path": path})
+
+    def close(self) -> None:
+        self.writer.close()
+        if self.checkpointer:
+            self.checkpointer.close()
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -172,6 +275,30 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
         return keras.optimizers.SGD(learning_rate, momentum=0.9)
     return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
             "rmsprop": keras.optimizers.RMSprop}[name](learning_rate)
+
+
+def _seed_everything(config: TrainConfig) -> None:
+    keras.utils.set_random_seed(config.seed)
+    deterministic = config.deterministic
+    if deterministic is None:  # exact resume and repeatable runs cost little on a CPU
+        deterministic = not tf.config.list_physical_devices("GPU")
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def _checkpointer(config, run_name, model, optimizer, chief) -> Checkpointer | None:
+    directory = config.checkpoint_dir
+    if directory is None and config.logdir:
+        directory = os.path.join(config.logdir, run_name, "checkpoints")
+    if directory is None:
+        return None
+    if not config.resume and chief:
+        checkpoints.clear(directory)
+    return Checkpointer(
+        directory, model=model, optimizer=optimizer, chief=chief,
+        every_steps=config.checkpoint_every_steps,
+        every_seconds=config.checkpoint_every_seconds, keep=config.keep_checkpoints,
+    )
 
 
 def _make_config(data: Any, config: TrainConfig | None, options: dict) -> TrainConfig:
