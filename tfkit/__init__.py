@@ -2,10 +2,12 @@
 
 from tfkit import datasets
 from tfkit import models
+from tfkit.checkpoints import NonFiniteLossError
 from tfkit.config import TrainConfig
 from tfkit.data import DataSpec
 from tfkit.distribute import describe as devices
 from tfkit.export import export_model as export
+from tfkit.interrupts import TrainingInterrupted
 from tfkit.memory import MemoryEstimate
 from tfkit.memory import OutOfMemoryError
 from tfkit.memory import estimate_memory
@@ -15,9 +17,11 @@ from tfkit.train import train
 __all__ = [
     "DataSpec",
     "MemoryEstimate",
+    "NonFiniteLossError",
     "OutOfMemoryError",
     "TrainConfig",
     "TrainResult",
+    "TrainingInterrupted",
     "datasets",
     "devices",
     "estimate_memory",

@@ -53,11 +53,18 @@ class Checkpointer:
         self._last_step = 0
         self._last_time = time.monotonic()
 
-    def restore(self) -> dict[str, Any] | None:
-        """Load the newest checkpoint of `directory`; returns its state, or None if none."""
-        latest = tf.train.latest_checkpoint(self.directory)
-        if latest is None:
+    def restore(self, back: int = 0) -> dict[str, Any] | None:
+        """Load a checkpoint of `directory`; returns its state, or None if there is none.
+
+        Args:
+            back: 0 for the newest checkpoint, 1 for the one before it, ...
+                (the oldest kept one when there are fewer).
+        """
+        state = tf.train.get_checkpoint_state(self.directory)
+        if state is None or not state.all_model_checkpoint_paths:
             return None
+        paths = list(state.all_model_checkpoint_paths)
+        latest = paths[max(0, len(paths) - 1 - back)]
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         step = int(self.step.numpy())
         self._last_step, self._last_time = step, time.monotonic()

@@ -140,6 +140,8 @@ def run(
     sizer = StepsPerCall(steps_per_execution, steps_per_epoch)
     calls = _Calls(steps, iterator, hooks.monitor, hooks.writer, profile)
     steps.model.stop_training = False
+    if hooks.checkpointer and position.step == 0:
+        hooks.checkpointer.save(0, position.state())  # a finite start to roll back to
     hooks.callbacks.on_train_begin()
     try:
         for epoch in range(position.step // steps_per_epoch, epochs):

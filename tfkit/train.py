@@ -233,12 +233,13 @@ class _Run:
                 self._roll_back(restores)
 
     def _roll_back(self, restores: int) -> None:
-        restored = self.checkpointer.restore() if self.checkpointer else None
+        """Each retry goes one checkpoint further back, at half the previous learning rate."""
+        restored = self.checkpointer.restore(back=restores - 1) if self.checkpointer else None
         if restored is None:
             raise NonFiniteLossError("the loss became non-finite and there is no checkpoint "
                                      "to roll back to (set logdir or checkpoint_dir)")
         self.state = restored
-        lr = self.steps.learning_rate() / 2
+        lr = self.config.learning_rate / 2**restores
         self.steps.optimizer.learning_rate.assign(lr)
         log.warning("non-finite loss: rolled back to step %d with learning rate %g "
                     "(restore %d of %d)", restored["step"], lr, restores,

@@ -1,0 +1,153 @@
+"""Fault tolerance: exact resume after SIGKILL or SIGTERM, a NaN guard, repeatable runs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkit
+
+CHILD = os.path.join(os.path.dirname(__file__), "helpers", "train_child.py")
+CHILD_SECONDS = 240
+STEPS_PER_EPOCH = 16  # penguins: 266 training rows in batches of 16
+CALLS_PER_EPOCH = STEPS_PER_EPOCH // 2  # the child runs 2 steps per call
+
+
+def _child(tmp, run, *extra):
+    return [sys.executable, CHILD, "--logdir", str(tmp / "logs"), "--run", run,
+            "--out", str(tmp / f"{run}.npz"), *extra]
+
+
+def _run_to_end(tmp, run, *extra):
+    done = subprocess.run(_child(tmp, run, *extra), capture_output=True, text=True,
+                          timeout=CHILD_SECONDS)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return dict(np.load(tmp / f"{run}.npz")), done.stderr + done.stdout
+
+
+def _start_and_signal(tmp, run, calls, signum, *extra):
+    """Start a run, send `signum` after it reports `calls` calls; returns its exit code."""
+    proc = subprocess.Popen(_child(tmp, run, "--sleep", "0.03", *extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    seen, deadline, lines = 0, time.monotonic() + CHILD_SECONDS, []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            seen += line.startswith("batch ")
+            if seen >= calls:
+                proc.send_signal(signum)
+                break
+            assert time.monotonic() < deadline, "the child never got that far"
+        lines.extend(proc.stdout)
+        return proc.wait(timeout=CHILD_SECONDS), "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _max_difference(a, b):
+    assert a.keys() == b.keys()
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("baseline")
+    weights, _ = _run_to_end(tmp, "baseline")
+    return weights
+
+
+# Kill points, in calls of 2 steps, none on an epoch boundary: mid-epoch 1, 3 and 5.
+@pytest.mark.parametrize("calls", [5, 21, 44])
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, uninterrupted, calls):
+    assert calls % CALLS_PER_EPOCH
+    code, _ = _start_and_signal(tmp_path, "killed", calls, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    weights, log = _run_to_end(tmp_path, "killed")
+    assert "resumed from step" in log
+    assert _max_difference(weights, uninterrupted) <= 1e-6
+
+
+def test_sigterm_writes_a_checkpoint_then_resume_matches(tmp_path, uninterrupted):
+    code, out = _start_and_signal(tmp_path, "termed", 13, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, out
+    step = int(out.split("checkpoint saved at step ")[1].split(";")[0])
+    assert step % STEPS_PER_EPOCH  # stopped mid-epoch, and saved right there
+    assert tf.train.latest_checkpoint(str(tmp_path / "logs" / "termed" / "checkpoints")).endswith(
+        f"ckpt-{step}")
+    weights, log = _run_to_end(tmp_path, "termed")
+    assert f"resumed from step {step} of epoch {step // STEPS_PER_EPOCH + 1}" in log
+    assert _max_difference(weights, uninterrupted) <= 1e-6
+
+
+def test_resume_with_two_replicas(tmp_path):
+    baseline, _ = _run_to_end(tmp_path, "two", "--strategy", "cpu:2")
+    code, _ = _start_and_signal(tmp_path, "two-killed", 19, signal.SIGKILL, "--strategy", "cpu:2")
+    assert code == -signal.SIGKILL
+    weights, log = _run_to_end(tmp_path, "two-killed", "--strategy", "cpu:2")
+    assert "resumed from step" in log
+    assert _max_difference(weights, baseline) <= 1e-6
+
+
+def _checkpoint_values(directory):
+    for prefix in tf.train.get_checkpoint_state(directory).all_model_checkpoint_paths:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            value = reader.get_tensor(name)
+            if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
+                yield name, value
+
+
+def test_divergence_stops_with_where_and_keeps_only_finite_checkpoints(tmp_path):
+    with pytest.raises(tfkit.NonFiniteLossError) as info:
+        tfkit.train("auto_mpg", optimizer="sgd", learning_rate=0.3, epochs=3,
+                    steps_per_execution=1, checkpoint_every_steps=1, histogram_every_steps=0,
+                    logdir=str(tmp_path), run_name="diverge", export=None, verbose=False)
+    message = str(info.value)
+    assert "at step 5 (epoch 1, step 5 of 9)" in message
+    assert "the last finite loss was" in message
+    values = list(_checkpoint_values(str(tmp_path / "diverge" / "checkpoints")))
+    assert values
+    assert all(np.all(np.isfinite(v)) for _, v in values)
+
+
+def test_on_nan_restore_rolls_back_with_a_lower_learning_rate(tmp_path, caplog):
+    caplog.set_level("WARNING")
+    result = tfkit.train("auto_mpg", optimizer="sgd", learning_rate=0.3, epochs=2,
+                         steps_per_execution=1, checkpoint_every_steps=1,
+                         histogram_every_steps=0, on_nan="restore", logdir=str(tmp_path),
+                         run_name="restore", export=None, verbose=False)
+    rolled = [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()]
+    assert 1 <= len(rolled) <= 3
+    assert "learning rate 0.15" in rolled[0]
+    assert all(np.isfinite(result.history["loss"]))
+    assert result.history["learning_rate"][-1] < 0.3
+
+
+@pytest.mark.parametrize(("seed_a", "seed_b", "same"), [(7, 7, True), (7, 8, False)])
+def test_same_seed_same_weights(seed_a, seed_b, same):
+    options = dict(epochs=2, logdir=None, export=None, verbose=False)
+    a = tfkit.train("penguins", seed=seed_a, **options).model.get_weights()
+    b = tfkit.train("penguins", seed=seed_b, **options).model.get_weights()
+    equal = all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert equal is same
+
+
+def test_finished_run_does_not_train_again_unless_asked(tmp_path, caplog):
+    caplog.set_level("INFO")
+    options = dict(logdir=str(tmp_path), run_name="once", export=None, verbose=False)
+    first = tfkit.train("penguins", epochs=2, **options)
+    again = tfkit.train("penguins", epochs=2, **options)
+    assert any("already finished" in r.getMessage() for r in caplog.records)
+    assert again.history == first.history
+    np.testing.assert_array_equal(again.model.get_weights()[0], first.model.get_weights()[0])
+    more = tfkit.train("penguins", epochs=3, **options)
+    assert len(more.history["loss"]) == 3
+    assert more.history["loss"][:2] == first.history["loss"]
+    fresh = tfkit.train("penguins", epochs=1, resume=False, **options)
+    assert len(fresh.history["loss"]) == 1
