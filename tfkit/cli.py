@@ -10,9 +10,13 @@ import os
 import sys
 import types
 import typing
+import warnings
 from typing import Any
 
+from tfkit.checkpoints import NonFiniteLossError
 from tfkit.config import TrainConfig
+from tfkit.interrupts import TrainingInterrupted
+from tfkit.memory import OutOfMemoryError
 
 # Fields that only make sense from Python (objects, dicts) or are set differently on the CLI.
 _NOT_FLAGS = {"model_kwargs", "verbose"}
@@ -26,11 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("tfkit", "serving"):
         logging.getLogger(name).setLevel(logging.INFO)
+    warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
     try:
         return args.run(args)
     except ValueError as err:  # bad input: say what is wrong, no stack trace
         print(f"tfkit: error: {err}", file=sys.stderr)
         return 2
+    except (NonFiniteLossError, OutOfMemoryError) as err:
+        print(f"tfkit: error: {err}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as stop:
+        print(f"tfkit: {stop}", file=sys.stderr)
+        return 128 + stop.signum
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--models", default="models", help="model repository to export into")
     quick.add_argument("--logdir", default="tensorboard_logs")
     quick.set_defaults(run=_run_quickstart)
+
+    launch = sub.add_parser(
+        "launch", help="run a command as N local workers with TF_CONFIG set (multi-worker)",
+        description="Example: tfkit launch --workers 2 -- tfkit train --data digits --model cnn",
+    )
+    launch.add_argument("--workers", type=int, default=2)
+    launch.add_argument("--timeout", type=float, default=None, help="seconds; default: none")
+    launch.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
+    launch.set_defaults(run=_run_launch)
 
     devices = sub.add_parser("devices", help="show devices and what strategy='auto' picks")
     devices.set_defaults(run=_run_devices)
@@ -121,6 +141,13 @@ def _run_devices(args: argparse.Namespace) -> int:
 
     print(json.dumps(describe(), indent=2))
     return 0
+
+
+def _run_launch(args: argparse.Namespace) -> int:
+    from tfkit.launch import launch
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return launch(command, args.workers, timeout=args.timeout)
 
 
 def _run_quickstart(args: argparse.Namespace) -> int:

@@ -287,24 +287,23 @@ def train_input_fn(
     """A `distribute_datasets_from_function` input function for all epochs in one stream.
 
     Each epoch is the training set reshuffled (a seeded shuffle draws a new,
-    repeatable order on every pass) and cut to whole global batches, so every
-    replica of every worker agrees on the epoch's length, and the whole stream
-    can be re-made from the seed alone: resuming at `start_step` skips exactly
-    the rows the steps before it consumed.
+    repeatable order on every pass) and cut to whole global batches. Every
+    input pipeline (one per worker) makes the same stream, cuts it into
+    per-replica batches and keeps every k-th: global step s is then made of
+    batches s·R … s·R+R-1 on any layout of R replicas, so one device, `cpu:2`
+    and two workers train on exactly the same global batches. Resuming at
+    `start_step` skips exactly the rows the steps before it consumed.
     """
 
     def input_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         per_replica = ctx.get_per_replica_batch_size(global_batch_size)
-        shard = train
-        if ctx.num_input_pipelines > 1:
-            shard = train.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-        # Rows this pipeline feeds per epoch: its replicas' share of the whole batches.
         rows = steps_per_epoch(n_train, global_batch_size) * global_batch_size
-        rows //= ctx.num_input_pipelines
-        epoch = shard.shuffle(min(n_train, 100_000), seed=seed, reshuffle_each_iteration=True)
-        rows_per_step = global_batch_size // ctx.num_input_pipelines
-        stream = epoch.take(rows).repeat(epochs).skip(start_step * rows_per_step)
-        return stream.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        epoch = train.shuffle(min(n_train, 100_000), seed=seed, reshuffle_each_iteration=True)
+        stream = epoch.take(rows).repeat(epochs).skip(start_step * global_batch_size)
+        batches = stream.batch(per_replica, drop_remainder=True)
+        if ctx.num_input_pipelines > 1:
+            batches = batches.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+        return batches.prefetch(tf.data.AUTOTUNE)
 
     return input_fn
 

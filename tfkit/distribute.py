@@ -173,3 +173,10 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     cluster = resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+
+
+def workers(strategy: tf.distribute.Strategy) -> int:
+    """How many worker processes train together under `strategy` (1 on one machine)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return cluster_workers()
+    return 1

@@ -34,11 +34,15 @@ class Monitor:
             every this many steps (0 turns them off), as the time budget
             allows, and at least once an epoch.
         steps_per_epoch: the epoch's length.
+        synchronized: several workers run this loop in lockstep. Their calls
+            must line up (a collective matches its peers call by call), so
+            inspections then follow the step interval alone, on every worker,
+            and only the chief's writer writes.
     """
 
     def __init__(
         self, writer: RunWriter, steps: Steps, *, log_every_steps: int,
-        histogram_every_steps: int, steps_per_epoch: int,
+        histogram_every_steps: int, steps_per_epoch: int, synchronized: bool = False,
     ) -> None:
         self.writer, self.steps = writer, steps
         self.log_every = log_every_steps
@@ -52,12 +56,17 @@ class Monitor:
         self._train_seconds = 0.0
         self._steps_per_epoch = steps_per_epoch
         self._inspected_epoch = -1
+        self._synchronized = synchronized
 
     def wants_inspection(self, step: int) -> bool:
         """Due by the interval, and within the time budget or not yet done this epoch."""
-        if not (self.writer.enabled and self.histogram_every) or step < self._next_histogram:
+        if not (self.steps.keep_gradients and self.histogram_every):
             return False
-        return (
+        if step < self._next_histogram:
+            return False
+        if self._synchronized:
+            return True
+        return self.writer.enabled and (
             self._inspected_epoch < step // self._steps_per_epoch
             or self._inspect_seconds <= INSPECTION_BUDGET * self._train_seconds
         )

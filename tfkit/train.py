@@ -23,6 +23,8 @@ from tfkit.summaries import RunWriter
 
 log = logging.getLogger(__name__)
 
+MULTI_WORKER_STEPS_PER_CALL = 32
+
 
 @dataclasses.dataclass
 class TrainResult:
@@ -203,7 +205,8 @@ class _Run:
         )
         monitor = Monitor(self.writer, self.steps, log_every_steps=self.config.log_every_steps,
                           histogram_every_steps=self.config.histogram_every_steps,
-                          steps_per_epoch=self.steps_per_epoch)
+                          steps_per_epoch=self.steps_per_epoch,
+                          synchronized=self.workers > 1)
         restores = 0
         while True:
             position = loop.Position(
@@ -219,7 +222,7 @@ class _Run:
                         epochs=self.config.epochs, position=position,
                         hooks=loop.Hooks(monitor, callback_list, self.writer,
                                          self.checkpointer, stop),
-                        steps_per_execution=self.config.steps_per_execution,
+                        steps_per_execution=self._steps_per_execution(),
                         profile=self.config.profile, verbose=self.config.verbose,
                     )
             except tf.errors.ResourceExhaustedError as err:
@@ -231,6 +234,17 @@ class _Run:
                     raise
                 restores += 1
                 self._roll_back(restores)
+
+    @property
+    def workers(self) -> int:
+        return distribute.workers(self.strategy)
+
+    def _steps_per_execution(self) -> int | None:
+        if self.config.steps_per_execution or self.workers == 1:
+            return self.config.steps_per_execution
+        # Workers cannot each size their calls by their own clock: every call must
+        # line up with its peers'. A fixed size, as Keras's steps_per_execution.
+        return min(self.steps_per_epoch, MULTI_WORKER_STEPS_PER_CALL)
 
     def _roll_back(self, restores: int) -> None:
         """Each retry goes one checkpoint further back, at half the previous learning rate."""
@@ -298,7 +312,10 @@ def _checkpointer(config, run_name, model, optimizer, chief) -> Checkpointer | N
     return Checkpointer(
         directory, model=model, optimizer=optimizer, chief=chief,
         every_steps=config.checkpoint_every_steps,
-        every_seconds=config.checkpoint_every_seconds, keep=config.keep_checkpoints,
+        # Workers must save at the same steps: a clock would not agree across machines.
+        every_seconds=(config.checkpoint_every_seconds
+                       if distribute.cluster_workers() == 1 else float("inf")),
+        keep=config.keep_checkpoints,
     )
 
 
@@ -353,6 +370,10 @@ def _callbacks(config: TrainConfig, callbacks) -> list[keras.callbacks.Callback]
 
 
 def _default_run_name(dataset: str, model: str) -> str:
+    if distribute.cluster_workers() > 1:
+        # Every worker must name the same run (they share its checkpoints), and a
+        # restarted job should resume it: no timestamp.
+        return f"{dataset}-{model}"
     return f"{dataset}-{model}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
 
 

@@ -1,13 +1,17 @@
 """A training run in its own process, for kill-and-resume tests.
 
-Prints "step N" after every call (so the parent can kill it mid-epoch), and
-saves the final weights to --out as .npz.
+Prints its pid, then "batch N" after every call (so the parent can kill it
+mid-epoch), and saves the final weights to --out as .npz and the history
+beside it as .json. Under TF_CONFIG, "{index}" in --out, --logdir and
+--export becomes the worker's index.
 
     python train_child.py --logdir D --run R --out W.npz [--strategy cpu:2] [--sleep 0.02]
 """
 
 import argparse
+import json
 import logging
+import os
 import sys
 import time
 
@@ -39,14 +43,20 @@ def main():
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--export", default=None)
     args = parser.parse_args()
+    index = json.loads(os.environ.get("TF_CONFIG", '{"task": {"index": 0}}'))["task"]["index"]
+    for name in ("out", "logdir", "export"):
+        if getattr(args, name):
+            setattr(args, name, getattr(args, name).replace("{index}", str(index)))
+    print(f"pid {os.getpid()}", flush=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = tfkit.train(
             "penguins", epochs=args.epochs, batch_size=16, seed=args.seed,
             strategy=args.strategy, learning_rate=args.learning_rate,
             steps_per_execution=2, checkpoint_every_steps=4, histogram_every_steps=0,
-            logdir=args.logdir, run_name=args.run, export=None, verbose=False,
+            logdir=args.logdir, run_name=args.run, export=args.export, verbose=False,
             callbacks=[Pace(args.sleep)],
         )
     except tfkit.TrainingInterrupted as stop:
@@ -56,6 +66,8 @@ def main():
         print(f"nonfinite: {err}", flush=True)
         return 3
     np.savez(args.out, *result.model.get_weights())
+    with open(args.out.replace(".npz", ".json"), "w") as f:
+        json.dump(result.history, f)
     print(f"done {len(result.history['loss'])} epochs", flush=True)
     return 0
 
