@@ -61,3 +61,29 @@ def test_unknown_strategy_and_missing_hardware(monkeypatch):
 def test_single_process_is_chief():
     assert distribute.is_chief(distribute.resolve("cpu"))
     assert distribute.describe()["auto_picks"] in ("cpu", "gpu", "mirrored", "tpu")
+
+
+def test_tpu_is_resolved_through_the_cluster_resolver(monkeypatch):
+    """No TPU here: the resolution path runs against fakes of TensorFlow's TPU calls."""
+    calls = []
+
+    class FakeResolver:
+        def __init__(self, tpu):
+            calls.append(("resolver", tpu))
+
+    class FakeTPUStrategy:
+        def __init__(self, resolver):
+            calls.append(("strategy", type(resolver).__name__))
+
+    monkeypatch.setenv("TPU_NAME", "my-tpu")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", FakeResolver)
+    monkeypatch.setattr(tf.config, "experimental_connect_to_cluster",
+                        lambda r: calls.append(("connect", type(r).__name__)))
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system",
+                        lambda r: calls.append(("initialize", type(r).__name__)))
+    monkeypatch.setattr(tf.distribute, "TPUStrategy", FakeTPUStrategy)
+    strategy = distribute.resolve("auto")  # TPU_NAME set: auto picks the TPU
+    assert isinstance(strategy, FakeTPUStrategy)
+    assert calls == [("resolver", "my-tpu"), ("connect", "FakeResolver"),
+                     ("initialize", "FakeResolver"), ("strategy", "FakeResolver")]

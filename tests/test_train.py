@@ -133,3 +133,20 @@ def test_export_reloads_with_raw_columns(tmp_path):
             for c in result.spec.columns}
     served = serve(**feed)["probabilities"].numpy()
     np.testing.assert_allclose(served, result.predict(rows), atol=1e-5)
+
+
+def test_mixed_bfloat16_matches_float32_accuracy_on_digits():
+    options = dict(model="cnn", epochs=10, **QUIET)
+    full = tfkit.train("digits", **options)
+    mixed = tfkit.train("digits", mixed_precision="mixed_bfloat16", **options)
+    assert mixed.model.get_layer("conv_0").compute_dtype == "bfloat16"
+    assert mixed.model.output.dtype == "float32"  # the head stays in float32
+    assert abs(mixed.history["val_accuracy"][-1] - full.history["val_accuracy"][-1]) <= 0.01
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_mixed_float16_scales_the_loss_and_still_learns():
+    result = tfkit.train("penguins", epochs=5, mixed_precision="mixed_float16", clip_norm=1.0,
+                         **QUIET)
+    assert result.model.get_layer("dense_0").compute_dtype == "float16"
+    assert result.history["loss"][-1] < result.history["loss"][0]

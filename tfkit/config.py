@@ -53,6 +53,7 @@ class TrainConfig:
     deterministic: bool | None = None  # op determinism; None: on for CPU-only runs
     on_nan: str = "stop"  # non-finite loss: stop, or restore the last checkpoint at half the lr
     max_nan_restores: int = 3
+    mixed_precision: str | None = None  # "mixed_float16" (GPU) or "mixed_bfloat16" (TPU, CPU)
     jit_compile: bool = False  # XLA measured slower on CPU for small models
     verbose: bool | None = None  # progress bar; None: only on a terminal
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to the builder
@@ -73,6 +74,8 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("missing", self.missing, MISSING_POLICIES)
         _check_choice("on_nan", self.on_nan, ("stop", "restore"))
+        _check_choice("mixed_precision", self.mixed_precision,
+                      (None, "mixed_float16", "mixed_bfloat16"))
         if not self.checkpoint_every_seconds > 0:
             raise ValueError(
                 f"checkpoint_every_seconds must be > 0, got {self.checkpoint_every_seconds!r}"
@@ -119,6 +122,6 @@ class TrainConfig:
         return out
 
 
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def _check_choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")

@@ -167,8 +167,11 @@ def _inputs(spec: DataSpec, flatten: bool) -> tuple[Any, Any]:
 
 
 def _head(spec: DataSpec, x: Any) -> Any:
+    """The task's output layer, in float32 even under a mixed-precision policy."""
     if spec.task == "multiclass":
-        return keras.layers.Dense(spec.output_units, activation="softmax", name="probabilities")(x)
+        return keras.layers.Dense(
+            spec.output_units, activation="softmax", name="probabilities", dtype="float32"
+        )(x)
     if spec.task == "binary":
-        return keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
-    return keras.layers.Dense(1, name="prediction")(x)
+        return keras.layers.Dense(1, activation="sigmoid", name="probability", dtype="float32")(x)
+    return keras.layers.Dense(1, name="prediction", dtype="float32")(x)

@@ -54,6 +54,7 @@ class Steps:
         self.global_batch_size = global_batch_size
         self.clip_norm = clip_norm
         self.keep_gradients = keep_gradients
+        self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self.loss_fn = loss_for(task)
         step = tf.function(self._replica_train_step, jit_compile=jit_compile)
         self._compiled_replica_step = step if jit_compile else self._replica_train_step
@@ -72,6 +73,8 @@ class Steps:
             )
             if self.model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+            if self.loss_scaled:
+                loss = self.optimizer.scale_loss(loss)  # float16: keep small gradients alive
         variables = self.model.trainable_variables
         gradients = tape.gradient(loss, variables)  # 3. backward: each weight's share
         gradients, total, norm = self._clip(gradients)
@@ -94,6 +97,8 @@ class Steps:
         if self.strategy.num_replicas_in_sync > 1:
             total = tf.distribute.get_replica_context().all_reduce(SUM, gradients)
         norm = tf.linalg.global_norm(total)
+        if self.loss_scaled:
+            norm = norm / tf.cast(self.optimizer.scale_loss(1.0), norm.dtype)
         if self.clip_norm is not None:
             scale = tf.minimum(1.0, self.clip_norm / (norm + 1e-12))
             gradients = [g * scale for g in gradients]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -141,9 +142,12 @@ class _Run:
         spec = prepared.spec
         replicas = strategy.num_replicas_in_sync
         global_batch = _global_batch(config.batch_size, spec.n_train, replicas)
-        with strategy.scope():
+        with strategy.scope(), _dtype_policy(config.mixed_precision):
             model = _build_model(config, spec, strategy)
             optimizer = make_optimizer(config.optimizer, config.learning_rate)
+            if config.mixed_precision == "mixed_float16":
+                # float16 gradients underflow: scale the loss up, the gradients back down.
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)  # before the first traced step
         steps = Steps(
             model=model, optimizer=optimizer, task=spec.task, strategy=strategy,
@@ -290,6 +294,18 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
         return keras.optimizers.SGD(learning_rate, momentum=0.9)
     return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
             "rmsprop": keras.optimizers.RMSprop}[name](learning_rate)
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str | None):
+    """Build layers under a mixed-precision policy, then put the old one back."""
+    previous = keras.config.dtype_policy()
+    if name:
+        keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _seed_everything(config: TrainConfig) -> None:
