@@ -53,6 +53,7 @@ class PreparedData:
     train: tf.data.Dataset
     validation: tf.data.Dataset | None
     validation_arrays: tuple[Any, np.ndarray] | None  # in-memory validation set, when known
+    train_tensors: tuple[Any, tf.Tensor] | None = None  # in-memory training set, when known
 
 
 def prepare(
@@ -166,7 +167,7 @@ def _prepare_arrays(x, y, name, task, validation_split, seed) -> PreparedData:
         raise ValueError("data is empty: X and y have no rows")
     if not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"X must be numeric; got dtype {x.dtype}")
-    x = x.astype(np.float32)
+    x = x.astype(np.float32, copy=False)
     if x.ndim == 1:
         x = x.reshape(-1, 1)
     bad = int(np.count_nonzero(~np.isfinite(x)))
@@ -182,7 +183,7 @@ def _prepare_arrays(x, y, name, task, validation_split, seed) -> PreparedData:
     spec = DataSpec(
         name=name, kind="tensor", task=task, input_shape=tuple(x.shape[1:]),
         numeric_columns=(), string_columns=(), class_names=class_names,
-        output_units=_units(task, class_names), sample=x[train_idx][:_PEEK],
+        output_units=_units(task, class_names), sample=x[train_idx[:_PEEK]],
         n_train=len(train_idx), n_val=len(val_idx),
     )
     return _in_memory(spec, x[train_idx], labels[train_idx], x[val_idx], labels[val_idx])
@@ -266,13 +267,17 @@ def _split(n: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.n
 
 
 def _in_memory(spec, train_x, train_y, val_x, val_y) -> PreparedData:
-    train = tf.data.Dataset.from_tensor_slices((train_x, train_y))
+    # One tensor copy of the rows, shared by the dataset and the gathering input stream.
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, (train_x, train_y))
+    train = tf.data.Dataset.from_tensor_slices(tensors)
     validation = None
     if spec.n_val:
         validation = tf.data.Dataset.from_tensor_slices((val_x, val_y))
     for line in spec.report:
         log.info("data: %s", line)
-    return PreparedData(spec, train, validation, (val_x, val_y) if spec.n_val else None)
+    return PreparedData(
+        spec, train, validation, (val_x, val_y) if spec.n_val else None, tensors
+    )
 
 
 def steps_per_epoch(n_train: int, global_batch_size: int) -> int:
@@ -282,30 +287,56 @@ def steps_per_epoch(n_train: int, global_batch_size: int) -> int:
 
 def train_input_fn(
     train: tf.data.Dataset, *, n_train: int, global_batch_size: int, seed: int,
-    epochs: int, start_step: int = 0,
+    epochs: int, start_step: int = 0, tensors: Any = None,
 ):
     """A `distribute_datasets_from_function` input function for all epochs in one stream.
 
-    Each epoch is the training set reshuffled (a seeded shuffle draws a new,
-    repeatable order on every pass) and cut to whole global batches. Every
-    input pipeline (one per worker) makes the same stream, cuts it into
-    per-replica batches and keeps every k-th: global step s is then made of
-    batches s·R … s·R+R-1 on any layout of R replicas, so one device, `cpu:2`
-    and two workers train on exactly the same global batches. Resuming at
-    `start_step` skips exactly the rows the steps before it consumed.
+    Epoch e is the training set in a seeded order, cut to whole global
+    batches. Every input pipeline (one per worker) makes the same stream, cuts
+    it into per-replica batches and keeps every k-th: global step s is then
+    made of batches s·R … s·R+R-1 on any layout of R replicas, so one device,
+    `cpu:2` and two workers train on exactly the same global batches.
+    Resuming at `start_step` starts at its epoch and skips the batches already
+    used. With the rows in memory (`tensors`), an epoch is one shuffle of the
+    row indices and whole batches are gathered, rather than every row passing
+    through a shuffle buffer one at a time (measured faster, see
+    benchmarks/RESULTS.md); a streamed dataset is shuffled through a buffer.
     """
+    per_epoch = steps_per_epoch(n_train, global_batch_size)
+    rows = per_epoch * global_batch_size
+    first_epoch, steps_done = divmod(start_step, per_epoch)
 
     def input_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         per_replica = ctx.get_per_replica_batch_size(global_batch_size)
-        rows = steps_per_epoch(n_train, global_batch_size) * global_batch_size
-        epoch = train.shuffle(min(n_train, 100_000), seed=seed, reshuffle_each_iteration=True)
-        stream = epoch.take(rows).repeat(epochs).skip(start_step * global_batch_size)
-        batches = stream.batch(per_replica, drop_remainder=True)
+        replicas = global_batch_size // per_replica
+        if tensors is not None:
+            batches = _gathered(tensors, n_train, rows, per_replica, seed, first_epoch, epochs)
+        else:
+            epoch = train.shuffle(min(n_train, 100_000), seed=seed, reshuffle_each_iteration=True)
+            stream = epoch.take(rows).repeat(epochs).skip(first_epoch * rows)
+            batches = stream.batch(per_replica, drop_remainder=True)
+        batches = batches.skip(steps_done * replicas)
         if ctx.num_input_pipelines > 1:
             batches = batches.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
         return batches.prefetch(tf.data.AUTOTUNE)
 
     return input_fn
+
+
+def _gathered(tensors, n_train, rows, per_replica, seed, first_epoch, epochs) -> tf.data.Dataset:
+    """Per-replica batches gathered from in-memory rows, one seeded shuffle per epoch."""
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n_train, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )[:rows]
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [-1, per_replica]))
+
+    def gather(index: tf.Tensor) -> Any:
+        return tf.nest.map_structure(lambda t: tf.gather(t, index), tensors)
+
+    stream = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+    return stream.map(gather)
 
 
 def eval_input_fn(validation: tf.data.Dataset, *, global_batch_size: int):

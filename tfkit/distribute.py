@@ -160,6 +160,22 @@ def describe() -> dict[str, Any]:
     }
 
 
+def iterate(input_fn: Any, strategy: tf.distribute.Strategy) -> Any:
+    """An iterator over `input_fn`'s stream, fed to the strategy's replicas.
+
+    On one CPU device there is nothing to distribute or copy to, and the
+    multi-device iterator that `distribute_datasets_from_function` wraps every
+    stream in costs a few hundred microseconds per batch (measured: the input
+    stream alone 650-790 µs per batch through it, 250-280 µs without); a plain
+    iterator skips it.
+    """
+    devices = strategy.extended.worker_devices
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy) and "CPU" in devices[0].upper():
+        with tf.device(devices[0]):
+            return iter(input_fn(tf.distribute.InputContext()))
+    return iter(strategy.distribute_datasets_from_function(input_fn))
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes logs, checkpoints and exports.
 

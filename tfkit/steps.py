@@ -64,7 +64,7 @@ class Steps:
     def learning_rate(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
-    def _replica_train_step(self, x: Any, y: tf.Tensor) -> dict[str, Any]:
+    def _replica_train_step(self, x: Any, y: tf.Tensor, last: tf.Tensor) -> dict[str, Any]:
         with tf.GradientTape() as tape:
             predictions = self.model(x, training=True)  # 1. forward: guess
             per_example = self.loss_fn(self._labels(y), predictions)  # 2. measure the error
@@ -77,32 +77,44 @@ class Steps:
                 loss = self.optimizer.scale_loss(loss)  # float16: keep small gradients alive
         variables = self.model.trainable_variables
         gradients = tape.gradient(loss, variables)  # 3. backward: each weight's share
-        gradients, total, norm = self._clip(gradients)
+        gradients, total, norm = self._clip(gradients, last)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))  # 4. w -= lr*grad
         stats = {**self._stats(y, predictions, per_example), "grad_norm": norm}
         return {**stats, "gradients": total} if self.keep_gradients else stats
 
-    def _clip(self, gradients: list[tf.Tensor]) -> tuple[list, list, tf.Tensor]:
+    def _clip(self, gradients: list, last: tf.Tensor) -> tuple[list, list, tf.Tensor]:
         """Gradients clipped by the global norm, the all-reduced gradient, and its norm.
 
         Each replica holds only its share of the gradient; the optimizer sums
         the shares. The true norm is the norm of that sum, so clipping must see
         the all-reduced gradient (Keras's own clipnorm clips each share).
+        Without clipping on one replica the norm is only logged, so only the
+        last step of a call (`last`) pays for it; the other steps return 0.
+        Several replicas measure every step: an all-reduce inside a condition
+        is not allowed under MirroredStrategy.
         """
         gradients = [
             tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
             for g, v in zip(gradients, self.model.trainable_variables, strict=True)
         ]
-        total = gradients
-        if self.strategy.num_replicas_in_sync > 1:
-            total = tf.distribute.get_replica_context().all_reduce(SUM, gradients)
-        norm = tf.linalg.global_norm(total)
-        if self.loss_scaled:
-            norm = norm / tf.cast(self.optimizer.scale_loss(1.0), norm.dtype)
-        if self.clip_norm is not None:
-            scale = tf.minimum(1.0, self.clip_norm / (norm + 1e-12))
-            gradients = [g * scale for g in gradients]
-        return gradients, total, norm
+
+        def measure() -> tuple[list, tf.Tensor]:
+            total = gradients
+            if self.strategy.num_replicas_in_sync > 1:
+                total = tf.distribute.get_replica_context().all_reduce(SUM, gradients)
+            norm = tf.linalg.global_norm(total)
+            if self.loss_scaled:
+                norm = norm / tf.cast(self.optimizer.scale_loss(1.0), norm.dtype)
+            return total, norm
+
+        if self.clip_norm is None and self.strategy.num_replicas_in_sync == 1:
+            total, norm = tf.cond(last, measure, lambda: (gradients, tf.constant(0.0)))
+            return gradients, total, norm
+        total, norm = measure()
+        if self.clip_norm is None:
+            return gradients, total, norm
+        scale = tf.minimum(1.0, self.clip_norm / (norm + 1e-12))
+        return [g * scale for g in gradients], total, norm
 
     def _replica_eval_step(self, x: Any, y: tf.Tensor) -> dict[str, tf.Tensor]:
         predictions = self.model(x, training=False)
@@ -132,9 +144,11 @@ class Steps:
         """Up to n steps; stops early at a non-finite loss (`steps` < n tells)."""
         totals = self._zeros(train=True)
         last = [tf.zeros_like(v) for v in self.model.trainable_variables]
-        for _ in tf.range(n):
+        for i in tf.range(n):
             x, y = next(iterator)
-            per_replica = self.strategy.run(self._compiled_replica_step, args=(x, y))
+            per_replica = self.strategy.run(
+                self._compiled_replica_step, args=(x, y, tf.equal(i, n - 1))
+            )
             if self.keep_gradients:
                 # The all-reduced gradient is the same on every replica: keep the first.
                 gradients = per_replica.pop("gradients")

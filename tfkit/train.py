@@ -17,6 +17,7 @@ from tfkit import checkpoints, distribute, loop, memory, models
 from tfkit import data as data_lib
 from tfkit.checkpoints import Checkpointer, NonFiniteLossError
 from tfkit.config import TrainConfig
+from tfkit.export import export_model
 from tfkit.interrupts import StopRequests
 from tfkit.monitor import Monitor
 from tfkit.steps import Steps
@@ -105,8 +106,6 @@ def train(
         run.close()
     export_path = run.state.get("export_path")
     if config.export and run.chief and not run.already_finished:
-        from tfkit.export import export_model
-
         example = prepared.validation_arrays[0] if prepared.validation_arrays else None
         export_path = str(export_model(
             run.model, os.path.join(config.export, config.model_name or prepared.spec.name),
@@ -265,10 +264,11 @@ class _Run:
 
     def _iterator(self, start_step: int) -> Any:
         spec = self.prepared.spec
-        return iter(self.strategy.distribute_datasets_from_function(data_lib.train_input_fn(
+        return distribute.iterate(data_lib.train_input_fn(
             self.prepared.train, n_train=spec.n_train, global_batch_size=self.global_batch,
             seed=self.config.seed, epochs=self.config.epochs, start_step=start_step,
-        )))
+            tensors=self.prepared.train_tensors,
+        ), self.strategy)
 
     def _validation(self) -> Any:
         if self.prepared.validation is None:
