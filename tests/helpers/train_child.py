@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--strategy", default="cpu")
     parser.add_argument("--sleep", type=float, default=0.0)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--export", default=None)
