@@ -16,6 +16,8 @@ import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
+INITIAL = "initial"  # the starting weights, kept outside the rotation
+
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names where and what came before."""
@@ -53,13 +55,28 @@ class Checkpointer:
         self._last_step = 0
         self._last_time = time.monotonic()
 
-    def restore(self, back: int = 0) -> dict[str, Any] | None:
+    def save_initial(self) -> None:
+        """Keep the starting weights outside the rotation: the last resort of a rollback."""
+        self.step.assign(0)
+        if self.chief:
+            self.checkpoint.write(os.path.join(self.directory, INITIAL))
+
+    def restore(self, back: int | None = 0) -> dict[str, Any] | None:
         """Load a checkpoint of `directory`; returns its state, or None if there is none.
 
         Args:
             back: 0 for the newest checkpoint, 1 for the one before it, ...
-                (the oldest kept one when there are fewer).
+                (the oldest kept one when there are fewer); None for the
+                starting weights kept by `save_initial`.
         """
+        if back is None:
+            initial = os.path.join(self.directory, INITIAL)
+            if not tf.io.gfile.exists(initial + ".index"):
+                return None
+            # Written without the manager's save counter; everything else must match.
+            self.checkpoint.restore(initial).expect_partial()
+            self._last_step, self._last_time = 0, time.monotonic()
+            return {"step": 0, "history": {}}
         state = tf.train.get_checkpoint_state(self.directory)
         if state is None or not state.all_model_checkpoint_paths:
             return None

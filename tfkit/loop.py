@@ -141,7 +141,7 @@ def run(
     calls = _Calls(steps, iterator, hooks.monitor, hooks.writer, profile)
     steps.model.stop_training = False
     if hooks.checkpointer and position.step == 0:
-        hooks.checkpointer.save(0, position.state())  # a finite start to roll back to
+        hooks.checkpointer.save_initial()  # a finite start to roll back to
     hooks.callbacks.on_train_begin()
     try:
         for epoch in range(position.step // steps_per_epoch, epochs):

@@ -250,8 +250,11 @@ class _Run:
         return min(self.steps_per_epoch, MULTI_WORKER_STEPS_PER_CALL)
 
     def _roll_back(self, restores: int) -> None:
-        """Each retry goes one checkpoint further back, at half the previous learning rate."""
-        restored = self.checkpointer.restore(back=restores - 1) if self.checkpointer else None
+        """Each retry goes one checkpoint further back at half the previous learning rate;
+        the last retry starts over from the initial weights."""
+        last_try = restores == self.config.max_nan_restores
+        back = None if last_try else restores - 1
+        restored = self.checkpointer.restore(back=back) if self.checkpointer else None
         if restored is None:
             raise NonFiniteLossError("the loss became non-finite and there is no checkpoint "
                                      "to roll back to (set logdir or checkpoint_dir)")
