@@ -6,6 +6,7 @@ import base64
 import binascii
 import enum
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,14 +42,56 @@ def parse_body(body: bytes) -> dict[str, Any]:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         # orjson rejects the NaN/Infinity tokens TF Serving accepts; the stdlib parser
-        # takes them, so it is the (rare, slower) second try.
+        # takes them, so it is the (rare, slower) second try. Its number hooks read
+        # numbers as orjson and TF Serving's RapidJSON do, which also keeps int() away
+        # from a 100,000-digit literal.
         try:
-            doc = json.loads(body)
+            doc = json.loads(body, parse_int=_json_int, parse_float=_json_float)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidArgument(f"JSON Parse error: {exc}") from None
+        except RecursionError:
+            raise InvalidArgument("JSON Parse error: the document nests too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidArgument(f"JSON Value: {_short(doc)} Is not object")
     return doc
+
+
+def _json_int(text: str) -> int | float:
+    """An integer literal: int64/uint64 as int, larger as float, as RapidJSON reads it."""
+    if len(text) <= 20:
+        value = int(text)
+        if -(2**63) <= value < 2**64:
+            return value
+    return _json_float(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"Number too big to be stored in double: {_short_text(text)}")
+    return value
+
+
+def batch_rows(doc: Mapping[str, Any]) -> int:
+    """The number of rows a request carries, to hold it to a limit before any work.
+
+    Rows are the ``instances`` or ``examples`` items, or the first dimension of
+    each columnar ``inputs`` tensor (the largest, when there are several).
+
+    Example:
+        >>> batch_rows({"inputs": {"a": [[1], [2]], "b": [3, 4, 5]}})
+        3
+    """
+    rows = 0
+    for key in ("instances", "examples"):
+        if isinstance(doc.get(key), list):
+            rows = max(rows, len(doc[key]))
+    inputs = doc.get("inputs")
+    columns = inputs.values() if _is_object(inputs) else [inputs]
+    for column in columns:
+        if isinstance(column, list):
+            rows = max(rows, len(column))
+    return rows
 
 
 def signature_name(doc: Mapping[str, Any]) -> str:
@@ -470,9 +513,39 @@ def _shape(shape: Sequence[int]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
+def _short_text(text: str) -> str:
+    return text if len(text) <= _ERROR_VALUE_CHARS else text[:_ERROR_VALUE_CHARS] + "..."
+
+
 def _short(value: Any) -> str:
+    # Only the first _ERROR_VALUE_CHARS characters are shown, so only about as many
+    # values are copied: an error about a 64 MiB request stays cheap to write.
     try:
-        text = json.dumps(value, default=str)
+        text = json.dumps(_preview(value, [_ERROR_VALUE_CHARS]), default=str)
     except (TypeError, ValueError):
         text = repr(value)
-    return text if len(text) <= _ERROR_VALUE_CHARS else text[:_ERROR_VALUE_CHARS] + "..."
+    return _short_text(text)
+
+
+def _preview(value: Any, budget: list[int]) -> Any:
+    """A copy of ``value`` with at most ``budget[0]`` values in it (the rest cut off)."""
+    budget[0] -= 1
+    if isinstance(value, list):
+        items = []
+        for item in value:
+            if budget[0] <= 0:
+                items.append("...")
+                break
+            items.append(_preview(item, budget))
+        return items
+    if isinstance(value, dict):
+        entries = {}
+        for key, item in value.items():
+            if budget[0] <= 0:
+                entries["..."] = "..."
+                break
+            entries[key] = _preview(item, budget)
+        return entries
+    if isinstance(value, str) and len(value) > _ERROR_VALUE_CHARS:
+        return value[:_ERROR_VALUE_CHARS]
+    return value
