@@ -101,6 +101,8 @@ def _discovery(config: Mapping[str, Any]):
 
 
 def _json_error(message: str, status: int) -> Response:
+    # A message may quote request text; a lone surrogate in it must not break the answer.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return Response(dumps({"error": message}), status=status, mimetype="application/json")
 
 

@@ -7,6 +7,7 @@ import binascii
 import enum
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ _B64 = "b64"
 # Number kinds numpy may infer for a nested list, by the dtype family they may feed.
 _ACCEPTED_KINDS = {"f": "iuf", "c": "iuf", "i": "iu", "u": "iu", "b": "b"}
 _ERROR_VALUE_CHARS = 200
+# A \uD800-\uDFFF escape: half of a surrogate pair, or a lone (invalid) one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class RequestFormat(enum.Enum):
@@ -51,9 +54,33 @@ def parse_body(body: bytes) -> dict[str, Any]:
             raise InvalidArgument(f"JSON Parse error: {exc}") from None
         except RecursionError:
             raise InvalidArgument("JSON Parse error: the document nests too deeply") from None
+        if _SURROGATE_ESCAPE.search(body):
+            _check_surrogates(doc)
     if not isinstance(doc, dict):
         raise InvalidArgument(f"JSON Value: {_short(doc)} Is not object")
     return doc
+
+
+def _check_surrogates(value: Any) -> None:
+    """Rejects a lone UTF-16 surrogate (``"\\ud800"``), as orjson and RapidJSON do.
+
+    The stdlib parser lets one through, and it cannot become UTF-8 bytes later.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidArgument(
+                    "JSON Parse error: The surrogate pair in string is invalid."
+                ) from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _json_int(text: str) -> int | float:
@@ -247,9 +274,28 @@ def to_array(value: Any, spec: TensorSpec) -> np.ndarray:
                 raise InvalidArgument(
                     f"JSON Value: {_short(value)} is out of range for {spec.dtype}"
                 )
-        return array.astype(spec.np_dtype, copy=False)
+        return _cast(array, spec)
     _walk(value, _dense_shape(value), 0, lambda leaf: _check_leaf(leaf, spec))
     raise InvalidArgument(f"JSON Value: {_short(value)} cannot be converted to {spec.dtype}")
+
+
+def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """``array`` as the input's dtype; a finite number too large for it is an error.
+
+    TF Serving refuses 1e39 for a DT_FLOAT input rather than feed infinity.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = array.astype(spec.np_dtype, copy=False)
+    if result.dtype.kind == "f" and result is not array and result.size:
+        overflowed = np.isinf(result) & ~np.isinf(array)
+        if overflowed.any():
+            first = array.flat[int(np.argmax(overflowed))]
+            target = "double" if spec.np_dtype == np.float64 else "float"
+            raise InvalidArgument(
+                f"Cannot convert JSON value: {first.item()!r} to {target} without loss of "
+                "precision."
+            )
+    return result
 
 
 def _string_array(value: Any, spec: TensorSpec) -> np.ndarray:

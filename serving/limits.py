@@ -56,8 +56,9 @@ def gunzip(data: bytes, max_bytes: int) -> bytes:
         produced += len(part)
         if produced > max_bytes:
             raise PayloadTooLarge(
-                f"Request body decompresses to more than {size_text(max_bytes)}, the "
-                f"largest accepted (max_request_mb); send a smaller batch"
+                f"Request body decompresses to over {size_text(max_bytes)}; the server accepts "
+                f"at most {size_text(max_bytes)} (max_request_mb), after gzip decompression "
+                "too. Split the batch into smaller requests."
             )
         if not decoder.eof:
             raise InvalidArgument("Content-Encoding is gzip but the gzip body is truncated")

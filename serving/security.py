@@ -260,7 +260,7 @@ def _check_body() -> None:
         if len(body) >= max_body and request.stream.read(1):
             raise RequestEntityTooLarge()
     except RequestEntityTooLarge:
-        raise _too_large("Request body is larger than that", max_body) from None
+        raise _too_large(f"Request body is over {size_text(max_body)}", max_body) from None
     if gzipped:
         body = gunzip(body, max_body)
         request.environ["CONTENT_LENGTH"] = str(len(body))
