@@ -21,7 +21,7 @@ from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signatur
 
 T = TypeVar("T")
 
-_VERSION = re.compile(r"[0-9]{1,19}")  # ASCII digits only: "²".isdigit() is True
+_DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: "²".isdigit() is True
 _MAX_VERSION = 2**63 - 1  # TF Serving parses versions as int64
 
 
@@ -177,12 +177,14 @@ class InferenceCore:
             return self.repository.label_version(name, label)
         if version is None:
             return None
-        if not _VERSION.fullmatch(version) or int(version) > _MAX_VERSION:
+        digits = version.lstrip("0") or "0"
+        # The length test comes first: int() of a 5,000-digit string is refused (or slow).
+        if not _DIGITS.fullmatch(version) or len(digits) > 19 or int(digits) > _MAX_VERSION:
             raise InvalidArgument(
                 f"Failed to convert version: {version} to numeric. "
                 f"Expected a version number from 0 to {_MAX_VERSION}"
             )
-        return int(version)
+        return int(digits)
 
 
 def _checked(signature: Signature, method: str, what: str) -> Signature:
@@ -204,8 +206,37 @@ def _run(
 ) -> dict[str, np.ndarray]:
     feeds = {signature.inputs[alias].tensor_name: array for alias, array in arrays.items()}
     fetches = [signature.outputs[alias].tensor_name for alias in aliases]
-    values = servable.run(feeds, fetches)
+    try:
+        values = servable.run(feeds, fetches)
+    except ServingError as exc:
+        hint = _shape_hint(signature, arrays) if exc.code == "INVALID_ARGUMENT" else ""
+        if not hint:
+            raise
+        error = ServingError(f"{hint}: {exc.message}")
+        error.code = exc.code
+        raise error from None
     return {alias: np.asarray(value) for alias, value in zip(aliases, values, strict=True)}
+
+
+def _shape_hint(signature: Signature, arrays: dict[str, np.ndarray]) -> str:
+    """Names the input whose shape differs from the signature's, when a run failed.
+
+    TensorFlow's own message names graph nodes and matrix sizes; this says which
+    request input is off, and what the model expects instead.
+    """
+    for alias, array in arrays.items():
+        declared = signature.inputs[alias].shape
+        if declared is None:
+            continue
+        fits = len(declared) == array.ndim and all(
+            d in (-1, n) for d, n in zip(declared, array.shape, strict=True)
+        )
+        if not fits:
+            return (
+                f"Input '{alias}' was sent with shape {json_codec.shape_text(array.shape)} but "
+                f"the signature expects {json_codec.shape_text(declared)} (-1: any size)"
+            )
+    return ""
 
 
 def _run_examples(

@@ -242,7 +242,7 @@ def _batch(items: list, spec: TensorSpec, key: str | None) -> np.ndarray:
             detail = (
                 f"Expecting tensor size: {first.size} but got: {array.size}"
                 if array.size != first.size
-                else f"Expecting shape {_shape(first.shape)} but got: {_shape(array.shape)}"
+                else f"Expecting shape {shape_text(first.shape)} but got: {shape_text(array.shape)}"
             )
             raise InvalidArgument(
                 f"Failed to process element: {i}{where} of 'instances' list. "
@@ -555,7 +555,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _shape(shape: Sequence[int]) -> str:
+def shape_text(shape: Sequence[int]) -> str:
+    """``(1, 3)`` → ``"[1,3]"``, as TF Serving writes shapes in its errors."""
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 

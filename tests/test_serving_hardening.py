@@ -97,7 +97,7 @@ BATTERY = [
     ("null-for-float", "POST", PREDICT, b'{"inputs": [[1.0], [null]]}', {}, 400,
      "Type: Null is not of expected type: DT_FLOAT"),
     ("wrong-width", "POST", "/v1/models/mpg:predict", b'{"instances": [[1.0, 2.0, 3.0]]}',
-     {}, 400, "Matrix size-incompatible: In[0]: [1,3]"),
+     {}, 400, "Input 'features' was sent with shape [1,3] but the signature expects [-1,4]"),
     ("ragged-rows", "POST", PREDICT, b'{"instances": [[1.0], [1.0, 2.0]]}', {}, 400,
      "Expecting tensor size: 1 but got: 2"),
     ("null-instances", "POST", PREDICT, b'{"instances": null}', {}, 400,
@@ -461,6 +461,17 @@ def test_token_from_env_is_taken_as_text(served, monkeypatch, text):
     ok = client.post(PREDICT, json={"instances": [1.0]},
                      headers={"Authorization": f"Bearer {text}"})
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("version", "status"),
+    [("123", 200), ("00000123", 200), ("0" * 40 + "123", 200),  # leading zeros, as int64 parsing
+     ("9223372036854775807", 404), ("9223372036854775808", 400), ("1" + "0" * 5000, 400),
+     ("+123", 400), (" 123", 400), ("١٢٣", 400)],
+)
+def test_versions_are_int64_in_ascii_digits(client, version, status):
+    response = client.post(f"{HALF}/versions/{version}:predict", json={"instances": [1.0]})
+    assert response.status_code == status, response.json
 
 
 def test_limits_follow_the_config(served):
