@@ -136,6 +136,10 @@ def _access_config(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag, None)
         if value is not None:
             config[key] = value
+    token_file = config.get("AUTH_TOKEN_FILE")
+    if token_file and not (os.path.isfile(token_file) and os.access(token_file, os.R_OK)):
+        # Checked here too, so the command fails at once rather than in gunicorn's worker.
+        raise ValueError(f"--auth-token-file {token_file}: not a readable file")
     token = bool(config.get("AUTH_TOKEN_FILE") or os.environ.get("TFKIT_AUTH_TOKEN"))
     if not token and args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning(

@@ -132,7 +132,10 @@ def _token(config: Mapping[str, Any]) -> str | None:
         # from_prefixed_env JSON-decodes values, so TFKIT_AUTH_TOKEN=1234 arrives as an
         # int and TFKIT_AUTH_TOKEN=null as None (which would switch authentication
         # off); a token is the variable's text.
-        token = raw if raw is not None else None if token is None else str(token)
+        if raw is not None:
+            token = raw
+        elif token is not None:
+            token = str(token)
     path = config.get("AUTH_TOKEN_FILE")
     if path:
         if token is not None:

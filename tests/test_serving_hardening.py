@@ -566,21 +566,24 @@ def test_scrub_paths_replaces_whole_server_paths_only():
     )
 
 
-def test_serve_flags_reach_the_app_config():
+def test_serve_flags_reach_the_app_config(secret_repo):
     import argparse
 
     from serving.cli import _access_config, add_serve_arguments
 
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
+    token_file = str(secret_repo / "token")
     args = parser.parse_args(["--max-json-depth", "8", "--max-batch-rows", "0",
-                              "--auth-token-file", "/run/secrets/token",
+                              "--auth-token-file", token_file,
                               "--cors-allowed-origins", "https://a.example.com"])
     assert _access_config(args) == {
-        "MAX_JSON_DEPTH": 8, "MAX_BATCH_ROWS": 0, "AUTH_TOKEN_FILE": "/run/secrets/token",
+        "MAX_JSON_DEPTH": 8, "MAX_BATCH_ROWS": 0, "AUTH_TOKEN_FILE": token_file,
         "CORS_ALLOWED_ORIGINS": "https://a.example.com",
     }
     assert _access_config(parser.parse_args([])) == {}
+    with pytest.raises(ValueError, match="not a readable file"):
+        _access_config(parser.parse_args(["--auth-token-file", "/nonexistent/token"]))
 
 
 def test_serve_binds_loopback_by_default():
