@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
+from serving import security
 from serving.errors import ServingError
 from serving.inference import InferenceCore
 from serving.json_codec import dumps
@@ -53,16 +54,20 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """
     app = Flask(__name__)
     app.config.from_mapping(DEFAULTS)
+    app.config.from_mapping(security.DEFAULTS)
     app.config.from_prefixed_env("TFKIT")
     if test_config is not None:
         app.config.from_mapping(test_config)
+    security.install(app)  # token, CORS and body limits, on every route
 
     repository = ModelRepository(
         _discovery(app.config), float(app.config["FILE_SYSTEM_POLL_WAIT_SECONDS"])
     )
     repository.poll()
     repository.start()
-    app.extensions[EXTENSION] = InferenceCore(repository, Metrics())
+    app.extensions[EXTENSION] = InferenceCore(
+        repository, Metrics(), max_batch_rows=app.config["MAX_BATCH_ROWS"]
+    )
 
     app.register_blueprint(tf_serving.blueprint)
     app.register_blueprint(monitoring.blueprint)
@@ -96,6 +101,8 @@ def _discovery(config: Mapping[str, Any]):
 
 
 def _json_error(message: str, status: int) -> Response:
+    # A message may quote request text; a lone surrogate in it must not break the answer.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return Response(dumps({"error": message}), status=status, mimetype="application/json")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -62,8 +63,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="HTTP port, TF Serving's name for it")
     server.add_argument("--rest_api_num_threads", "--threads", type=int, default=16,
                         help="request threads in the worker process")
-    server.add_argument("--max_request_mb", type=float, default=64.0,
-                        help="largest accepted request body, in MiB")
+    limits = parser.add_argument_group("limits and access")
+    limits.add_argument("--max_request_mb", "--max-request-mb", type=float, default=64.0,
+                        help="largest accepted request body in MiB, also after gzip "
+                             "decompression (larger: 413)")
+    limits.add_argument("--max_json_depth", "--max-json-depth", type=int, default=None,
+                        help="deepest JSON nesting accepted (default 32)")
+    limits.add_argument("--max_batch_rows", "--max-batch-rows", type=int, default=None,
+                        help="most rows per request (default 65536; 0: no limit)")
+    limits.add_argument(
+        "--auth_token_file", "--auth-token-file", default=None,
+        help="require 'Authorization: Bearer <token>' on every route but health checks; "
+             "the token is this file's content (or set TFKIT_AUTH_TOKEN)",
+    )
+    limits.add_argument(
+        "--cors_allowed_origins", "--cors-allowed-origins", default=None,
+        help="comma-separated origins browsers may call from, e.g. https://app.example.com "
+             "(default: CORS off)",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -90,6 +107,7 @@ def run_serve(args: argparse.Namespace) -> int:
         app_config["MODEL_NAME"] = args.model_name or "default"
     if args.model_config_file:
         app_config["MODEL_CONFIG_FILE"] = args.model_config_file
+    app_config.update(_access_config(args))
     options = {
         "bind": f"{args.host}:{port}",
         "workers": 1,
@@ -107,6 +125,29 @@ def run_serve(args: argparse.Namespace) -> int:
     logger.info("Serving on http://%s", options["bind"])
     _GunicornServer(options, app_config).run()
     return 0
+
+
+def _access_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Limits, token and CORS flags → app config; flags not given leave env/defaults alone."""
+    config: dict[str, Any] = {}
+    for flag, key in (("max_json_depth", "MAX_JSON_DEPTH"), ("max_batch_rows", "MAX_BATCH_ROWS"),
+                      ("auth_token_file", "AUTH_TOKEN_FILE"),
+                      ("cors_allowed_origins", "CORS_ALLOWED_ORIGINS")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            config[key] = value
+    token_file = config.get("AUTH_TOKEN_FILE")
+    if token_file and not (os.path.isfile(token_file) and os.access(token_file, os.R_OK)):
+        # Checked here too, so the command fails at once rather than in gunicorn's worker.
+        raise ValueError(f"--auth-token-file {token_file}: not a readable file")
+    token = bool(config.get("AUTH_TOKEN_FILE") or os.environ.get("TFKIT_AUTH_TOKEN"))
+    if not token and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning(
+            "Binding %s without a token: anyone who can reach this port can query the models. "
+            "Set TFKIT_AUTH_TOKEN or --auth-token-file, or put a reverse proxy in front.",
+            args.host,
+        )
+    return config
 
 
 def _worker_exit(server: Any, worker: Any) -> None:

@@ -91,3 +91,33 @@ def from_tf_error(exc: Exception) -> ServingError:
     error = ServingError(getattr(exc, "message", None) or str(exc))
     error.code = name
     return error
+
+
+class Unauthenticated(ServingError):
+    """The request lacks the bearer token the server was started with, or has a wrong one."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PayloadTooLarge(ServingError):
+    """The request body is larger than the server accepts (before or after gunzip).
+
+    TF Serving has no canonical code for this; HTTP's own 413 tells a client
+    (or a proxy) that retrying the same body is pointless.
+    """
+
+    code = "RESOURCE_EXHAUSTED"
+
+    @property
+    def http_status(self) -> int:
+        return 413
+
+
+class UnsupportedMediaType(ServingError):
+    """A ``Content-Encoding`` other than gzip or identity."""
+
+    code = "INVALID_ARGUMENT"
+
+    @property
+    def http_status(self) -> int:
+        return 415

@@ -6,6 +6,7 @@ returns the answer body or raises a ``ServingError``; the web layer only routes.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,6 +21,9 @@ from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signatur
 
 T = TypeVar("T")
 
+_DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: "²".isdigit() is True
+_MAX_VERSION = 2**63 - 1  # TF Serving parses versions as int64
+
 
 class InferenceCore:
     """Answers TF Serving REST requests from a model repository.
@@ -27,11 +31,19 @@ class InferenceCore:
     Args:
         repository: Where the loaded models live.
         metrics: Where request counts and latencies go.
+        max_batch_rows: Most rows (``instances``, ``examples``, first dimension of
+            ``inputs``) one request may carry; None or 0 for no limit.
     """
 
-    def __init__(self, repository: ModelRepository, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        metrics: Metrics | None = None,
+        max_batch_rows: int | None = None,
+    ) -> None:
         self.repository = repository
         self.metrics = metrics or Metrics()
+        self.max_batch_rows = max_batch_rows or None
 
     def status(self, name: str, version: str | None = None, label: str | None = None) -> bytes:
         """``GET /v1/models/{name}[/versions/{v}|/labels/{l}]``."""
@@ -75,7 +87,7 @@ class InferenceCore:
         """``POST .../{name}[/versions/{v}|/labels/{l}]:predict`` in row or columnar format."""
 
         def answer() -> bytes:
-            doc = json_codec.parse_body(body)
+            doc = self._parse(body)
             signature_name = json_codec.signature_name(doc)
             number = self._version(name, version, label)
             with self.repository.servable(name, number) as servable:
@@ -92,7 +104,7 @@ class InferenceCore:
         """``POST ...:classify``: ``examples`` → ``results`` of ``[label, score]`` pairs."""
 
         def answer() -> bytes:
-            doc = json_codec.parse_body(body)
+            doc = self._parse(body)
             signature_name = json_codec.signature_name(doc)
             number = self._version(name, version, label)
             with self.repository.servable(name, number) as servable:
@@ -116,7 +128,7 @@ class InferenceCore:
         """``POST ...:regress``: ``examples`` → ``results``, one float per example."""
 
         def answer() -> bytes:
-            doc = json_codec.parse_body(body)
+            doc = self._parse(body)
             signature_name = json_codec.signature_name(doc)
             number = self._version(name, version, label)
             with self.repository.servable(name, number) as servable:
@@ -135,6 +147,16 @@ class InferenceCore:
             return json_codec.dumps({"results": values.reshape(-1)}, finite=_finite(outputs))
 
         return self._observed(name, "regress", answer)
+
+    def _parse(self, body: bytes) -> dict[str, Any]:
+        doc = json_codec.parse_body(body)
+        rows = json_codec.batch_rows(doc)
+        if self.max_batch_rows is not None and rows > self.max_batch_rows:
+            raise InvalidArgument(
+                f"Request has {rows} rows; the server accepts at most {self.max_batch_rows} "
+                "per request (max_batch_rows). Split the batch into smaller requests."
+            )
+        return doc
 
     def _observed(self, name: str, api: str, answer: Callable[[], T]) -> T:
         start = time.perf_counter()
@@ -155,9 +177,14 @@ class InferenceCore:
             return self.repository.label_version(name, label)
         if version is None:
             return None
-        if not version.isdigit():
-            raise InvalidArgument(f"Failed to convert version: {version} to numeric.")
-        return int(version)
+        digits = version.lstrip("0") or "0"
+        # The length test comes first: int() of a 5,000-digit string is refused (or slow).
+        if not _DIGITS.fullmatch(version) or len(digits) > 19 or int(digits) > _MAX_VERSION:
+            raise InvalidArgument(
+                f"Failed to convert version: {version} to numeric. "
+                f"Expected a version number from 0 to {_MAX_VERSION}"
+            )
+        return int(digits)
 
 
 def _checked(signature: Signature, method: str, what: str) -> Signature:
@@ -179,8 +206,37 @@ def _run(
 ) -> dict[str, np.ndarray]:
     feeds = {signature.inputs[alias].tensor_name: array for alias, array in arrays.items()}
     fetches = [signature.outputs[alias].tensor_name for alias in aliases]
-    values = servable.run(feeds, fetches)
+    try:
+        values = servable.run(feeds, fetches)
+    except ServingError as exc:
+        hint = _shape_hint(signature, arrays) if exc.code == "INVALID_ARGUMENT" else ""
+        if not hint:
+            raise
+        error = ServingError(f"{hint}: {exc.message}")
+        error.code = exc.code
+        raise error from None
     return {alias: np.asarray(value) for alias, value in zip(aliases, values, strict=True)}
+
+
+def _shape_hint(signature: Signature, arrays: dict[str, np.ndarray]) -> str:
+    """Names the input whose shape differs from the signature's, when a run failed.
+
+    TensorFlow's own message names graph nodes and matrix sizes; this says which
+    request input is off, and what the model expects instead.
+    """
+    for alias, array in arrays.items():
+        declared = signature.inputs[alias].shape
+        if declared is None:
+            continue
+        fits = len(declared) == array.ndim and all(
+            d in (-1, n) for d, n in zip(declared, array.shape, strict=True)
+        )
+        if not fits:
+            return (
+                f"Input '{alias}' was sent with shape {json_codec.shape_text(array.shape)} but "
+                f"the signature expects {json_codec.shape_text(declared)} (-1: any size)"
+            )
+    return ""
 
 
 def _run_examples(

@@ -6,6 +6,8 @@ import base64
 import binascii
 import enum
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +22,8 @@ _B64 = "b64"
 # Number kinds numpy may infer for a nested list, by the dtype family they may feed.
 _ACCEPTED_KINDS = {"f": "iuf", "c": "iuf", "i": "iu", "u": "iu", "b": "b"}
 _ERROR_VALUE_CHARS = 200
+# A \uD800-\uDFFF escape: half of a surrogate pair, or a lone (invalid) one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class RequestFormat(enum.Enum):
@@ -41,14 +45,80 @@ def parse_body(body: bytes) -> dict[str, Any]:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         # orjson rejects the NaN/Infinity tokens TF Serving accepts; the stdlib parser
-        # takes them, so it is the (rare, slower) second try.
+        # takes them, so it is the (rare, slower) second try. Its number hooks read
+        # numbers as orjson and TF Serving's RapidJSON do, which also keeps int() away
+        # from a 100,000-digit literal.
         try:
-            doc = json.loads(body)
+            doc = json.loads(body, parse_int=_json_int, parse_float=_json_float)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidArgument(f"JSON Parse error: {exc}") from None
+        except RecursionError:
+            raise InvalidArgument("JSON Parse error: the document nests too deeply") from None
+        if _SURROGATE_ESCAPE.search(body):
+            _check_surrogates(doc)
     if not isinstance(doc, dict):
         raise InvalidArgument(f"JSON Value: {_short(doc)} Is not object")
     return doc
+
+
+def _check_surrogates(value: Any) -> None:
+    """Rejects a lone UTF-16 surrogate (``"\\ud800"``), as orjson and RapidJSON do.
+
+    The stdlib parser lets one through, and it cannot become UTF-8 bytes later.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidArgument(
+                    "JSON Parse error: The surrogate pair in string is invalid."
+                ) from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _json_int(text: str) -> int | float:
+    """An integer literal: int64/uint64 as int, larger as float, as RapidJSON reads it."""
+    if len(text) <= 20:
+        value = int(text)
+        if -(2**63) <= value < 2**64:
+            return value
+    return _json_float(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"Number too big to be stored in double: {_short_text(text)}")
+    return value
+
+
+def batch_rows(doc: Mapping[str, Any]) -> int:
+    """The number of rows a request carries, to hold it to a limit before any work.
+
+    Rows are the ``instances`` or ``examples`` items, or the first dimension of
+    each columnar ``inputs`` tensor (the largest, when there are several).
+
+    Example:
+        >>> batch_rows({"inputs": {"a": [[1], [2]], "b": [3, 4, 5]}})
+        3
+    """
+    rows = 0
+    for key in ("instances", "examples"):
+        if isinstance(doc.get(key), list):
+            rows = max(rows, len(doc[key]))
+    inputs = doc.get("inputs")
+    columns = inputs.values() if _is_object(inputs) else [inputs]
+    for column in columns:
+        if isinstance(column, list):
+            rows = max(rows, len(column))
+    return rows
 
 
 def signature_name(doc: Mapping[str, Any]) -> str:
@@ -172,7 +242,7 @@ def _batch(items: list, spec: TensorSpec, key: str | None) -> np.ndarray:
             detail = (
                 f"Expecting tensor size: {first.size} but got: {array.size}"
                 if array.size != first.size
-                else f"Expecting shape {_shape(first.shape)} but got: {_shape(array.shape)}"
+                else f"Expecting shape {shape_text(first.shape)} but got: {shape_text(array.shape)}"
             )
             raise InvalidArgument(
                 f"Failed to process element: {i}{where} of 'instances' list. "
@@ -204,9 +274,28 @@ def to_array(value: Any, spec: TensorSpec) -> np.ndarray:
                 raise InvalidArgument(
                     f"JSON Value: {_short(value)} is out of range for {spec.dtype}"
                 )
-        return array.astype(spec.np_dtype, copy=False)
+        return _cast(array, spec)
     _walk(value, _dense_shape(value), 0, lambda leaf: _check_leaf(leaf, spec))
     raise InvalidArgument(f"JSON Value: {_short(value)} cannot be converted to {spec.dtype}")
+
+
+def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """``array`` as the input's dtype; a finite number too large for it is an error.
+
+    TF Serving refuses 1e39 for a DT_FLOAT input rather than feed infinity.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = array.astype(spec.np_dtype, copy=False)
+    if result.dtype.kind == "f" and result is not array and result.size:
+        overflowed = np.isinf(result) & ~np.isinf(array)
+        if overflowed.any():
+            first = array.flat[int(np.argmax(overflowed))]
+            target = "double" if spec.np_dtype == np.float64 else "float"
+            raise InvalidArgument(
+                f"Cannot convert JSON value: {first.item()!r} to {target} without loss of "
+                "precision."
+            )
+    return result
 
 
 def _string_array(value: Any, spec: TensorSpec) -> np.ndarray:
@@ -466,13 +555,44 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _shape(shape: Sequence[int]) -> str:
+def shape_text(shape: Sequence[int]) -> str:
+    """``(1, 3)`` → ``"[1,3]"``, as TF Serving writes shapes in its errors."""
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
+def _short_text(text: str) -> str:
+    return text if len(text) <= _ERROR_VALUE_CHARS else text[:_ERROR_VALUE_CHARS] + "..."
+
+
 def _short(value: Any) -> str:
+    # Only the first _ERROR_VALUE_CHARS characters are shown, so only about as many
+    # values are copied: an error about a 64 MiB request stays cheap to write.
     try:
-        text = json.dumps(value, default=str)
+        text = json.dumps(_preview(value, [_ERROR_VALUE_CHARS]), default=str)
     except (TypeError, ValueError):
         text = repr(value)
-    return text if len(text) <= _ERROR_VALUE_CHARS else text[:_ERROR_VALUE_CHARS] + "..."
+    return _short_text(text)
+
+
+def _preview(value: Any, budget: list[int]) -> Any:
+    """A copy of ``value`` with at most ``budget[0]`` values in it (the rest cut off)."""
+    budget[0] -= 1
+    if isinstance(value, list):
+        items = []
+        for item in value:
+            if budget[0] <= 0:
+                items.append("...")
+                break
+            items.append(_preview(item, budget))
+        return items
+    if isinstance(value, dict):
+        entries = {}
+        for key, item in value.items():
+            if budget[0] <= 0:
+                entries["..."] = "..."
+                break
+            entries[key] = _preview(item, budget)
+        return entries
+    if isinstance(value, str) and len(value) > _ERROR_VALUE_CHARS:
+        return value[:_ERROR_VALUE_CHARS]
+    return value

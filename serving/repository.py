@@ -48,7 +48,8 @@ def version_folders(base_path: pathlib.Path) -> dict[int, pathlib.Path]:
     folders = {}
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(base_path):
-            if entry.name.isdigit() and entry.is_dir():
+            # ASCII digits only: "²".isdigit() is True, and int("²") would stop the poll.
+            if entry.name.isascii() and entry.name.isdigit() and entry.is_dir():
                 folders[int(entry.name)] = pathlib.Path(entry.path)
     return folders
 
@@ -124,7 +125,7 @@ class ModelRepository:
                 try:
                     servables[version] = self._loader(on_disk[version], version)
                 except Exception as exc:  # noqa: BLE001 - any load failure must not stop serving
-                    failures[version] = _failure(on_disk[version], exc)
+                    failures[version] = _failure(on_disk[version], exc, source.name)
                     logger.error(
                         "Failed to load %s version %d from %s: %s",
                         source.name, version, on_disk[version], failures[version].error_message,
@@ -154,6 +155,10 @@ class ModelRepository:
                 self.poll()
             except Exception:  # a poll must never kill the watcher
                 logger.exception("Model repository poll failed")
+
+    def base_paths(self) -> list[pathlib.Path]:
+        """Where the configured models' version folders live (never shown to clients)."""
+        return [model.source.base_path for model in self._models.values()]
 
     def names(self) -> list[str]:
         """Names of the configured models."""
@@ -244,7 +249,7 @@ def _mtime(path: pathlib.Path) -> float:
         return 0.0
 
 
-def _failure(path: pathlib.Path, exc: Exception) -> _Failure:
+def _failure(path: pathlib.Path, exc: Exception, name: str) -> _Failure:
     if hasattr(exc, "error_code"):  # a tf.errors.OpError
         code = code_name(exc.error_code)
     elif isinstance(exc, FileNotFoundError | OSError):
@@ -252,4 +257,9 @@ def _failure(path: pathlib.Path, exc: Exception) -> _Failure:
     else:
         code = "UNKNOWN"
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    # The status answer shows this message: name the version folder as the model
+    # repository sees it ("half/00000123"), never by its place on the server's disk.
+    for form in sorted({str(path.resolve()), str(path.absolute()), str(path)}, key=len,
+                       reverse=True):
+        message = message.replace(form, f"{name}/{path.name}")
     return _Failure(_mtime(path), code, message)

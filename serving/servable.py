@@ -34,12 +34,15 @@ class TensorSpec:
         tensor_name: The graph tensor behind it (e.g. ``"x:0"``).
         dtype: TF Serving's dtype name, e.g. ``"DT_FLOAT"``.
         np_dtype: The numpy dtype request values are converted to.
+        shape: The declared dimensions (-1 for any size); None when the rank is unknown.
+            Not enforced (TF Serving feeds what it is sent), only quoted in errors.
     """
 
     alias: str
     tensor_name: str
     dtype: str
     np_dtype: np.dtype
+    shape: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +58,9 @@ class Signature:
 def _spec(alias: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec:
     tf_dtype = tf.dtypes.as_dtype(info.dtype) if info.dtype else tf.string
     np_dtype = np.dtype(object) if tf_dtype == tf.string else np.dtype(tf_dtype.as_numpy_dtype)
-    return TensorSpec(alias, info.name, types_pb2.DataType.Name(info.dtype), np_dtype)
+    has_shape = info.HasField("tensor_shape") and not info.tensor_shape.unknown_rank
+    shape = tuple(d.size for d in info.tensor_shape.dim) if has_shape else None
+    return TensorSpec(alias, info.name, types_pb2.DataType.Name(info.dtype), np_dtype, shape)
 
 
 class Servable:

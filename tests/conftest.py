@@ -157,20 +157,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class ServerProcess:
-    """``python -m serving`` in a child process, with its log in a file."""
+# What the `tfkit` console script runs, from this checkout.
+TFKIT_SERVE = ["-m", "tfkit.cli", "serve"]
 
-    def __init__(self, args: list[str], log_path: pathlib.Path, port_flag: str = "--port") -> None:
+
+class ServerProcess:
+    """``python -m serving`` (or ``command``) in a child process, with its log in a file."""
+
+    def __init__(self, args: list[str], log_path: pathlib.Path, port_flag: str = "--port",
+                 command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving", *args, "--host", "127.0.0.1",
+            [sys.executable, *(command or ["-m", "serving"]), *args, "--host", "127.0.0.1",
              port_flag, str(self.port)],
             cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
+
+    def worker_pid(self) -> int:
+        """The gunicorn worker: the serve process's one child, where the models live."""
+        children = pathlib.Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = [int(p) for p in children.read_text().split()]
+        assert len(pids) == 1, f"expected one worker, found {pids}"
+        return pids[0]
 
     def wait_ready(self, path: str) -> None:
         deadline = time.monotonic() + SERVER_START_SECONDS
@@ -206,8 +218,9 @@ def start_server(tmp_path_factory):
     servers = []
     logs = tmp_path_factory.mktemp("server-logs")
 
-    def start(args: list[str], ready_path: str, port_flag: str = "--port") -> ServerProcess:
-        server = ServerProcess(args, logs / f"server-{len(servers)}.log", port_flag)
+    def start(args: list[str], ready_path: str, port_flag: str = "--port",
+              **kwargs) -> ServerProcess:
+        server = ServerProcess(args, logs / f"server-{len(servers)}.log", port_flag, **kwargs)
         servers.append(server)
         server.wait_ready(ready_path)
         return server
@@ -215,3 +228,60 @@ def start_server(tmp_path_factory):
     yield start
     for server in servers:
         server.stop()
+
+
+HARDENING_TOKEN = "k7-Qz3.t0ken_for~tests"
+HARDENING_SECRET = "SECRET-7f3a9c-do-not-serve"
+HARDENING_READY_PATH = "/v1/models/half_plus_two"
+
+
+@pytest.fixture(scope="session")
+def secret_repo(tmp_path_factory, regressor, table_classifier) -> pathlib.Path:
+    """``<root>/models`` is served; ``<root>/secret.txt`` and a loadable model in
+    ``<root>/secret_model`` sit beside it, where a path traversal would land."""
+    from tfkit.export import export_model
+
+    root = tmp_path_factory.mktemp("hardening")
+    repo = root / "models"
+    repo.mkdir()
+    shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu", repo / "half_plus_two")
+    shutil.copytree(TESTDATA / "bad_half_plus_two", repo / "bad_half_plus_two")
+    export_model(regressor, repo / "mpg", task="regression")
+    export_model(table_classifier, repo / "penguins", task="multiclass",
+                 class_names=PENGUIN_CLASSES)
+    (root / "secret.txt").write_text(HARDENING_SECRET)
+    shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu", root / "secret_model")
+    (root / "secret_model" / "00000123" / "assets").mkdir(exist_ok=True)
+    (root / "secret_model" / "00000123" / "assets" / "secret.txt").write_text(HARDENING_SECRET)
+    (root / "token").write_text(HARDENING_TOKEN + "\n")
+    small = root / "small"
+    shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu", small / "half_plus_two")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tfkit_servers(secret_repo, tmp_path_factory):
+    """Three servers over ``secret_repo``, started side by side (TensorFlow's start-up
+    dominates): `tfkit serve` with the token off (the default); ``python -m serving`` (the
+    same server, without `tfkit`'s imports in gunicorn's master) with the token on, from a
+    file; and a small one for a test that stops it with SIGTERM."""
+    logs = tmp_path_factory.mktemp("hardening-logs")
+    models = ["--models", str(secret_repo / "models")]
+    specs = {
+        "open": (models, TFKIT_SERVE),
+        "token": ([*models, "--auth-token-file", str(secret_repo / "token")], None),
+        "sigterm": (["--models", str(secret_repo / "small")], None),
+    }
+    started: dict[str, ServerProcess] = {}
+    try:
+        for name, (args, command) in specs.items():
+            started[name] = ServerProcess(args, logs / f"{name}.log", command=command)
+        for server in started.values():
+            server.wait_ready(HARDENING_READY_PATH)
+        yield started
+    finally:
+        for server in started.values():
+            if server.process.poll() is None:
+                server.process.send_signal(signal.SIGTERM)  # all at once: they stop in parallel
+        for server in started.values():
+            server.stop()

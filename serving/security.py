@@ -1,0 +1,349 @@
+"""App-wide request guards: bearer token, CORS, body limits (size, gzip, JSON depth), safe errors.
+
+Everything here is a Flask ``before_request``/``after_request`` hook registered on
+the app, not on a blueprint, so it covers every route, including routes that
+blueprints added later define. The hooks run in this order:
+
+1. CORS preflight (``OPTIONS`` from an allowed origin) is answered at once: a
+   browser never sends credentials with a preflight.
+2. The bearer token, when one is configured; health checks stay open.
+3. The body: declared size, ``Content-Encoding: gzip`` (the limits apply to
+   the decompressed body), JSON nesting depth. The views then read the checked
+   body as usual, from ``request.get_data()``.
+
+Errors are raised as typed ``ServingError``s, so the app's one error handler
+answers them; the after-request hook adds the response headers and removes
+server paths from error messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import io
+import os
+import pathlib
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from serving.errors import (
+    InvalidArgument,
+    PayloadTooLarge,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+from serving.limits import gunzip, nesting_exceeds, size_text
+
+EXTENSION = "tfkit_security"
+
+DEFAULTS: dict[str, Any] = {
+    "MAX_JSON_DEPTH": 32,  # a rank-r tensor in row format nests about r + 3 deep
+    "MAX_BATCH_ROWS": 65536,  # instances / examples / first dim of inputs; 0: no limit
+    "AUTH_TOKEN": None,  # or TFKIT_AUTH_TOKEN; every route but health checks needs it
+    "AUTH_TOKEN_FILE": None,  # the token in a file (kept out of `ps` and shell history)
+    "CORS_ALLOWED_ORIGINS": [],  # e.g. ["https://app.example.com"]; "*" for any; empty: off
+}
+
+# Probes from load balancers and orchestrators carry no token: TF Serving's model
+# status and KServe's liveness/readiness stay open when a token is configured.
+_HEALTH_PATHS = re.compile(r"/v1/models/[^/:]+|/v2/health/[^/]+")
+_HEALTH_METHODS = frozenset({"GET", "HEAD"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# RFC 6750's b64token: what `openssl rand -hex 32` or `-base64 32` produce.
+_TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_ORIGIN_SYNTAX = re.compile(r"https?://[^/\s]+")
+_CORS_METHODS = "GET, POST, OPTIONS"
+_CORS_HEADERS = "Authorization, Content-Type, Content-Encoding"
+_CORS_MAX_AGE = "600"
+# KServe's binary tensor extension: only this many leading bytes of the body are JSON.
+_BINARY_HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclasses.dataclass(frozen=True)
+class Guard:
+    """The security settings of one app, resolved once from its config.
+
+    Attributes:
+        token_digest: SHA-256 of the bearer token; None when authentication is off.
+        origins: Origins allowed by CORS; empty when CORS is off.
+        server_paths: Directories never shown to a client, longest first.
+    """
+
+    token_digest: bytes | None
+    origins: frozenset[str]
+    server_paths: tuple[str, ...]
+
+    def allows_origin(self, origin: str | None) -> bool:
+        return bool(origin) and ("*" in self.origins or origin.lower() in self.origins)
+
+
+def install(app: Flask) -> Guard:
+    """Registers the hooks on ``app``; its config must already be complete.
+
+    Args:
+        app: The app built by ``create_app``.
+
+    Returns:
+        The resolved settings, also at ``app.extensions["tfkit_security"]``.
+
+    Raises:
+        ValueError: An empty or malformed token, an unreadable token file, both a
+            token and a token file, or a malformed CORS origin.
+
+    Example:
+        >>> app = Flask("demo")
+        >>> _ = app.config.from_mapping(DEFAULTS, AUTH_TOKEN="s3cret")
+        >>> install(app).token_digest is not None
+        True
+    """
+    config = app.config
+    token = _token(config)
+    guard = Guard(
+        token_digest=_digest(token) if token is not None else None,
+        origins=frozenset(_origins(config.get("CORS_ALLOWED_ORIGINS"))),
+        server_paths=_server_paths(config),
+    )
+    app.extensions[EXTENSION] = guard
+    app.before_request(_answer_preflight)
+    app.before_request(_authenticate)
+    app.before_request(_check_body)
+    app.after_request(_finish)
+    return guard
+
+
+def _guard() -> Guard:
+    return current_app.extensions[EXTENSION]
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+def _token(config: Mapping[str, Any]) -> str | None:
+    token = config.get("AUTH_TOKEN")
+    raw = os.environ.get("TFKIT_AUTH_TOKEN")
+    if not isinstance(token, str):
+        # from_prefixed_env JSON-decodes values, so TFKIT_AUTH_TOKEN=1234 arrives as an
+        # int and TFKIT_AUTH_TOKEN=null as None (which would switch authentication
+        # off); a token is the variable's text.
+        if raw is not None:
+            token = raw
+        elif token is not None:
+            token = str(token)
+    path = config.get("AUTH_TOKEN_FILE")
+    if path:
+        if token is not None:
+            raise ValueError(
+                "Set either AUTH_TOKEN (TFKIT_AUTH_TOKEN) or AUTH_TOKEN_FILE, not both"
+            )
+        try:
+            token = pathlib.Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"Cannot read the auth token file {path}: {exc}") from None
+    if token is None:
+        return None
+    token = token.strip()
+    if not token:
+        raise ValueError(
+            "The auth token is empty; unset TFKIT_AUTH_TOKEN/AUTH_TOKEN_FILE to run without one"
+        )
+    if not _TOKEN_SYNTAX.fullmatch(token):
+        raise ValueError(
+            "The auth token must be letters, digits and -._~+/ (e.g. `openssl rand -hex 32`)"
+        )
+    return token
+
+
+def _digest(token: str) -> bytes:
+    # Comparing fixed-length digests keeps even the token's length out of the timing.
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
+def _origins(value: Any) -> list[str]:
+    if not value:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    origins = []
+    for item in items:
+        origin = str(item).strip().rstrip("/").lower()
+        if origin != "*" and not _ORIGIN_SYNTAX.fullmatch(origin):
+            raise ValueError(
+                f"CORS origin {item!r} must look like https://host[:port], or be *"
+            )
+        origins.append(origin)
+    return origins
+
+
+def _server_paths(config: Mapping[str, Any]) -> tuple[str, ...]:
+    candidates: list[Any] = [
+        config.get("MODELS"), config.get("MODEL_BASE_PATH"), os.getcwd(),
+        pathlib.Path.home(), sys.prefix, sys.base_prefix,
+    ]
+    if config.get("MODEL_CONFIG_FILE"):
+        candidates.append(pathlib.Path(config["MODEL_CONFIG_FILE"]).parent)
+    return _longest_first(candidates)
+
+
+def _longest_first(candidates: Iterable[Any]) -> tuple[str, ...]:
+    paths = set()
+    for candidate in candidates:
+        if not candidate:
+            continue
+        path = pathlib.Path(candidate).expanduser()
+        for form in (path.absolute(), path.resolve()):
+            text = str(form).rstrip("/")
+            if len(text) > 1:  # never "/" itself
+                paths.add(text)
+    return tuple(sorted(paths, key=len, reverse=True))
+
+
+# --- before_request hooks ----------------------------------------------------------------
+
+
+def _answer_preflight() -> Response | None:
+    if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+        return None
+    origin = request.headers.get("Origin")
+    if not _guard().allows_origin(origin):
+        return None  # no CORS headers: the browser refuses the cross-origin call
+    response = Response(status=204)
+    response.headers["Access-Control-Allow-Methods"] = _CORS_METHODS
+    response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
+    response.headers["Access-Control-Max-Age"] = _CORS_MAX_AGE
+    return response  # _finish adds Access-Control-Allow-Origin
+
+
+def _authenticate() -> None:
+    guard = _guard()
+    if guard.token_digest is None:
+        return
+    if request.method in _HEALTH_METHODS and _HEALTH_PATHS.fullmatch(request.path):
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.strip().partition(" ")
+    if not header:
+        raise Unauthenticated(
+            "This server requires a bearer token: send the header 'Authorization: Bearer <token>'"
+        )
+    if scheme.lower() != "bearer" or not given.strip():
+        raise Unauthenticated(
+            "Authorization must use the Bearer scheme: 'Authorization: Bearer <token>'"
+        )
+    presented = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
+    if not hmac.compare_digest(presented, guard.token_digest):
+        raise Unauthenticated("The bearer token is not valid")
+
+
+def _check_body() -> None:
+    if request.method not in _BODY_METHODS:
+        return
+    # Limits are read per request, so a test (or an operator's hook) may change them.
+    max_body = int(current_app.config["MAX_CONTENT_LENGTH"])
+    max_depth = int(current_app.config["MAX_JSON_DEPTH"])
+    declared = request.content_length
+    if declared is not None and declared > max_body:
+        raise _too_large(f"Request body is {size_text(declared)}", max_body)
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    # TF Serving decompresses when the header mentions gzip; "identity" means none.
+    gzipped = "gzip" in encoding
+    if encoding not in ("", "identity") and not gzipped:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported: send gzip or an uncompressed body"
+        )
+    try:
+        # werkzeug stops at Content-Length, or at max_body for a chunked body, where
+        # only one more read tells "exactly the limit" from "more than the limit".
+        body = request.stream.read()
+        if len(body) >= max_body and request.stream.read(1):
+            raise RequestEntityTooLarge()
+    except RequestEntityTooLarge:
+        raise _too_large(f"Request body is over {size_text(max_body)}", max_body) from None
+    if gzipped:
+        body = gunzip(body, max_body)
+        request.environ["CONTENT_LENGTH"] = str(len(body))
+        request.environ.pop("HTTP_CONTENT_ENCODING", None)
+    if nesting_exceeds(_json_part(body), max_depth):
+        raise InvalidArgument(
+            f"JSON nesting is deeper than {max_depth} levels, the most accepted "
+            "(max_json_depth); a tensor of rank r nests about r + 3 deep in a request"
+        )
+    request.stream = io.BytesIO(body)  # the views read the checked, decompressed body
+
+
+def _json_part(body: bytes) -> bytes:
+    length = request.headers.get(_BINARY_HEADER_LENGTH, "").strip()
+    if length.isascii() and length.isdigit():
+        return body[: int(length)]
+    if request.mimetype == "application/octet-stream":
+        return b""
+    return body
+
+
+def _too_large(what: str, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{what}; the server accepts at most {size_text(limit)} (max_request_mb), after "
+        "gzip decompression too. Split the batch into smaller requests."
+    )
+
+
+# --- after_request hook ------------------------------------------------------------------
+
+
+def _finish(response: Response) -> Response:
+    guard = _guard()
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    origin = request.headers.get("Origin")
+    if guard.origins:
+        headers.add("Vary", "Origin")
+        if guard.allows_origin(origin):
+            headers["Access-Control-Allow-Origin"] = "*" if "*" in guard.origins else origin
+    if response.status_code == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="tfkit"')
+    if response.status_code >= 400 and response.is_json and not response.direct_passthrough:
+        _scrub_error(response, guard)
+    return response
+
+
+def _scrub_error(response: Response, guard: Guard) -> None:
+    try:
+        body = orjson.loads(response.get_data())
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return
+    message = scrub_paths(body["error"], guard.server_paths + _model_paths())
+    if message != body["error"]:
+        body["error"] = message
+        response.set_data(orjson.dumps(body))
+
+
+def _model_paths() -> tuple[str, ...]:
+    core = current_app.extensions.get("tfkit_serving")
+    repository = getattr(core, "repository", None)
+    if repository is None or not hasattr(repository, "base_paths"):
+        return ()
+    return _longest_first(repository.base_paths())
+
+
+def scrub_paths(message: str, paths: Iterable[str]) -> str:
+    """Replaces absolute server directories in an error message with ``<server path>``.
+
+    A directory matches only as a whole path component run, so ``/srv/models``
+    leaves ``/srv/models2`` and a request path such as ``/v1/models/x`` alone.
+
+    Example:
+        >>> scrub_paths("missing /srv/models/a/1/x.pb", ["/srv/models"])
+        'missing <server path>/a/1/x.pb'
+    """
+    found = [p for p in sorted(paths, key=len, reverse=True) if p.startswith("/") and p in message]
+    if not found:
+        return message
+    pattern = "|".join(re.escape(p) for p in found)
+    return re.sub(rf"(?<![\w.\-/])(?:{pattern})(?![\w.\-])", "<server path>", message)
