@@ -103,7 +103,8 @@ def train_by_hand(model, x, y, steps):
 def show_first_step(model, x, y, loss, probabilities, gradients, before):
     """Print what each of the four steps produced, the first time round."""
     first = {name: values[0, 0].numpy() for name, values in x.items()}
-    first = {k: v.decode() if isinstance(v, bytes) else round(float(v), 1) for k, v in first.items()}
+    first = {k: v.decode() if isinstance(v, bytes) else round(float(v), 1)
+             for k, v in first.items()}
     print("\nA. By hand, step 1, for the first bird of the batch:")
     print(f"  its features: {first}")
     print(f"  1. forward   probabilities {np.round(probabilities[0].numpy(), 3)} "
