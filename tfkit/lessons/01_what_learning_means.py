@@ -12,7 +12,8 @@ line whose true `m` and `b` we know, start from a random guess, and repeat:
 The first steps are printed with every number, then `m` and `b` are watched
 converging to the truth. The run is written to TensorBoard, one point per step.
 
-Run:  python 01_what_learning_means.py [--fast] [--workdir DIR]
+Run:  tfkit tutorial 1 [--fast]
+  or  python tfkit/lessons/01_what_learning_means.py [--fast] [--workdir DIR]
 """
 
 import argparse

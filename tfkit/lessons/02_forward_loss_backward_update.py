@@ -21,7 +21,8 @@ reshuffle changes nothing and the three see exactly the same data at every
 step. (With mini-batches, which lesson 3 is about, each order takes its own
 slightly different path, and the three would only agree roughly.)
 
-Run:  python 02_forward_loss_backward_update.py [--fast] [--workdir DIR]
+Run:  tfkit tutorial 2 [--fast]
+  or  python tfkit/lessons/02_forward_loss_backward_update.py [--fast] [--workdir DIR]
 """
 
 import argparse

@@ -12,7 +12,8 @@ This lesson writes that loop out on the bundled handwritten digits (8×8 images)
 then trains the same network with different batch sizes and learning rates
 and writes their loss curves side by side in TensorBoard.
 
-Run:  python 03_behind_model_fit.py [--fast] [--workdir DIR]
+Run:  tfkit tutorial 3 [--fast]
+  or  python tfkit/lessons/03_behind_model_fit.py [--fast] [--workdir DIR]
 """
 
 import argparse

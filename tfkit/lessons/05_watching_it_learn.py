@@ -18,7 +18,8 @@ one. The lesson reads the TensorBoard event files back to print the update
 ratios, and draws the loss curves into loss_curve.png (needs matplotlib:
 pip install 'tfkit[plot]').
 
-Run:  python 05_watching_it_learn.py [--fast] [--workdir DIR]
+Run:  tfkit tutorial 5 [--fast]
+  or  python tfkit/lessons/05_watching_it_learn.py [--fast] [--workdir DIR]
 """
 
 import argparse
