@@ -23,15 +23,17 @@ class Lesson:
     title: str
 
 
-def lessons(directory: pathlib.Path = LESSONS_DIR) -> list[Lesson]:
-    """The lessons in `directory`, by number (read, not imported: no TensorFlow start-up).
+def lessons(directory: pathlib.Path | None = None) -> list[Lesson]:
+    """The lessons in `directory` (default: the package's), by number.
+
+    The scripts are read, not imported: listing them starts no TensorFlow.
 
     Example:
         >>> [lesson.number for lesson in lessons()][:2]
         [1, 2]
     """
     found = []
-    for path in sorted(directory.glob("*.py")):
+    for path in sorted((directory or LESSONS_DIR).glob("*.py")):
         match = _LESSON_FILE.match(path.name)
         if match:
             doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or path.stem
@@ -39,7 +41,7 @@ def lessons(directory: pathlib.Path = LESSONS_DIR) -> list[Lesson]:
     return found
 
 
-def find(number: int, directory: pathlib.Path = LESSONS_DIR) -> Lesson:
+def find(number: int, directory: pathlib.Path | None = None) -> Lesson:
     """The lesson with this number.
 
     Raises:
