@@ -30,7 +30,7 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
 
 import requests  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf  # noqa: E402  (only to quiet its logger)
 
 import tfkit  # noqa: E402
 
@@ -67,15 +67,18 @@ def train_and_export(workdir: str, epochs: int) -> str:
     return result.export_path
 
 
-def show_signature(export_path: str) -> None:
-    """What a client must send and gets back: the SavedModel's serving_default signature."""
-    signature = tf.saved_model.load(export_path).signatures["serving_default"]
-    inputs = signature.structured_input_signature[1]
-    print("   its 'serving_default' signature (what a request must hold):")
-    for name, spec in sorted(inputs.items()):
-        print(f"     in   {name:<18} {spec.dtype.name:<8} shape {spec.shape}")
-    for name, spec in sorted(signature.structured_outputs.items()):
-        print(f"     out  {name:<18} {spec.dtype.name:<8} shape {spec.shape}")
+def show_signature(base: str) -> None:
+    """What a client must send and gets back: the model's signature, from TF Serving's
+    metadata request (`saved_model_cli show --dir <export> --all` shows it offline)."""
+    print(f"   $ curl -s {base}/v1/models/{MODEL}/metadata")
+    metadata = requests.get(f"{base}/v1/models/{MODEL}/metadata", timeout=30).json()
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    print("   its 'serving_default' signature, what a request holds and an answer brings:")
+    for direction in ("inputs", "outputs"):
+        for name, tensor in sorted(signature[direction].items()):
+            dims = [int(d.get("size", -1)) for d in tensor.get("tensor_shape", {}).get("dim", [])]
+            print(f"     {direction[:-1]:<7} {name:<18} {tensor.get('dtype', '?'):<10} "
+                  f"shape {dims} (-1: any number of rows)")
 
 
 def start_server(models: str) -> tuple[subprocess.Popen, str]:
@@ -172,11 +175,11 @@ def main() -> int:
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
     tf.get_logger().setLevel("ERROR")  # TensorFlow's notices about its own deprecations
     export_path = train_and_export(args.workdir, epochs=5 if args.fast else 40)
-    show_signature(export_path)
     models = os.path.join(args.workdir, "models")
     server, base = start_server(models)
     try:
         wait_until_ready(server, base)
+        show_signature(base)
         ask_tf_serving(base)
         ask_kserve_v2(base)
     finally:
