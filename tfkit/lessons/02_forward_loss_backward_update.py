@@ -16,10 +16,11 @@ differ, so: the network is built once and each way trains a copy of its
 weights; the optimizer is Adam with the same settings; and every step uses the
 whole training set as its batch (full-batch gradient descent). tfkit.train
 reshuffles its training rows every epoch, but the mean loss over a batch does
-not depend on the order of the rows inside it, so with one batch per epoch the
-reshuffle changes nothing and the three see exactly the same data at every
-step. (With mini-batches, which lesson 3 is about, each order takes its own
-slightly different path, and the three would only agree roughly.)
+not depend on the order of the rows inside it (beyond rounding in the last
+digit), so with one batch per epoch the reshuffle changes nothing and the
+three see exactly the same data at every step. (With mini-batches, which
+lesson 3 is about, each order takes its own slightly different path, and the
+three would only agree roughly.)
 
 Run:  tfkit tutorial 2 [--fast]
   or  python tfkit/lessons/02_forward_loss_backward_update.py [--fast] [--workdir DIR]

@@ -75,6 +75,9 @@ def fit_by_hand(prepared, epochs: int, batch_size: int) -> None:
     steps = math.ceil(spec.n_train / batch_size)  # Keras keeps the last, smaller batch
     print(f"\nPart 1. {spec.n_train} training rows in mini-batches of {batch_size}: "
           f"{steps} steps (weight updates) per epoch, {spec.n_val} validation rows")
+    print(f"  ({spec.n_train} / {batch_size} is not whole: Keras, like this loop, ends each epoch "
+          "with a smaller batch; tfkit.train leaves those rows for the next shuffle and "
+          f"makes {spec.n_train // batch_size} whole steps.)")
     # reshuffle_each_iteration: every pass over the dataset draws a new order.
     batches = prepared.train.shuffle(spec.n_train, seed=SEED, reshuffle_each_iteration=True)
     batches = batches.batch(batch_size)
