@@ -133,9 +133,7 @@ def draw_loss_curves(runs: dict[str, dict], path: str) -> bool:
     middle.set(title="Validation loss", xlabel="step (at the end of each epoch)",
                ylabel="cross-entropy loss", yscale="log")
     right.axhspan(1e-4, 1e-2, color="green", alpha=0.08)
-    right.annotate("healthy: 1e-4 to 1e-2", (0.02, 1.2e-4), xycoords=("axes fraction", "data"),
-                   va="bottom", color="green")
-    right.set(title="Update-to-weight ratio per layer", xlabel="step",
+    right.set(title="Update-to-weight ratio per layer (green: healthy)", xlabel="step",
               ylabel="‖Δw‖ / ‖w‖ in one step", yscale="log")
     for axes in (left, middle):
         axes.legend()
