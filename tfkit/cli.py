@@ -1,4 +1,4 @@
-"""The `tfkit` command: train, quickstart, devices, export, serve."""
+"""The `tfkit` command: train, quickstart, tutorial, devices, export, serve."""
 
 from __future__ import annotations
 
@@ -59,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--models", default="models", help="model repository to export into")
     quick.add_argument("--logdir", default="tensorboard_logs")
     quick.set_defaults(run=_run_quickstart)
+
+    tutorial = sub.add_parser(
+        "tutorial", help="list the runnable lessons, or run one: tfkit tutorial 1 --fast"
+    )
+    tutorial.add_argument("number", type=int, nargs="?", help="the lesson to run; none: list")
+    tutorial.add_argument("--fast", action="store_true", help="a smaller run, under a minute")
+    tutorial.add_argument("--workdir", default=None,
+                          help="where tensorboard_logs/ and models/ go (default: here)")
+    tutorial.set_defaults(run=_run_tutorial)
 
     launch = sub.add_parser(
         "launch", help="run a command as N local workers with TF_CONFIG set (multi-worker)",
@@ -148,6 +157,15 @@ def _run_launch(args: argparse.Namespace) -> int:
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     return launch(command, args.workers, timeout=args.timeout)
+
+
+def _run_tutorial(args: argparse.Namespace) -> int:
+    from tfkit import tutorials
+
+    if args.number is None:
+        print(tutorials.listing())
+        return 0
+    return tutorials.run(args.number, fast=args.fast, workdir=args.workdir)
 
 
 def _run_quickstart(args: argparse.Namespace) -> int:
