@@ -25,6 +25,12 @@ _NOT_FLAGS = {"model_kwargs", "verbose"}
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tfkit` console script."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"] and "-h" not in argv and "--help" not in argv:
+        # Importing this package has already started TensorFlow in this process;
+        # the server's master must not hold it before forking its worker, so
+        # the server runs as a fresh `python -m serving`.
+        os.execv(sys.executable, [sys.executable, "-m", "serving", *argv[1:]])
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
