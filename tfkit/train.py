@@ -94,6 +94,7 @@ def train(
     prepared = data_lib.prepare(
         config.data, target=config.target, task=config.task,
         validation_split=config.validation_split, seed=config.seed, missing=config.missing,
+        window=config.window,
     )
     run = _Run.build(config, strategy, prepared)
     try:
@@ -105,11 +106,19 @@ def train(
         from tfkit.export import export_model
 
         example = prepared.validation_arrays[0] if prepared.validation_arrays else None
-        export_path = str(export_model(
-            run.model, os.path.join(config.export, config.model_name or prepared.spec.name),
-            task=prepared.spec.task, class_names=prepared.spec.class_names,
-            example=_first_rows(example),
-        ))
+        base_path = os.path.join(config.export, config.model_name or prepared.spec.name)
+        if prepared.spec.kind == "text":  # a language model: prompt and length in, text out
+            from tfkit.export import export_language_model
+
+            export_path = str(export_language_model(
+                run.model, base_path, vocabulary=prepared.spec.info["vocabulary"],
+                context=prepared.spec.info["context"],
+            ))
+        else:
+            export_path = str(export_model(
+                run.model, base_path, task=prepared.spec.task,
+                class_names=prepared.spec.class_names, example=_first_rows(example),
+            ))
         run.record_export(export_path)
     return TrainResult(
         history=history, model=run.model, export_path=export_path, logdir=run.writer.path,
