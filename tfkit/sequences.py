@@ -134,7 +134,7 @@ def prepare_series(
     series = load_series(data) if isinstance(data, str) else data
     window = window or SERIES.get(series.name, (24, ""))[0]
     n = len(series.values)
-    n_val = int(round((n - window) * validation_split))
+    n_val = int(round(n * validation_split))  # the same times for any window
     split = n - n_val
     if split - window < 2:
         raise ValueError(

@@ -17,9 +17,9 @@ def lstm(spec: DataSpec, units: int = 64, layers: int = 1, embedding: int = 32) 
     the next value from its last state; on text (`data="python_docstrings"`)
     it embeds characters and predicts the next one at every position.
 
-    At the defaults on sunspots (window 24): 17,217 parameters, 0.80 MFLOPs
-    per example forward. On text (context 64, 97 characters): 35,681
-    parameters, 4.4 MFLOPs per example.
+    At the defaults on sunspots (window 24): 16,961 parameters, 0.80 MFLOPs
+    per example forward. On text (context 64, 97 characters): 34,241
+    parameters, 3.94 MFLOPs per example.
 
     Args:
         spec: the data spec.
@@ -36,8 +36,9 @@ def lstm(spec: DataSpec, units: int = 64, layers: int = 1, embedding: int = 32) 
 def gru(spec: DataSpec, units: int = 64, layers: int = 1, embedding: int = 32) -> keras.Model:
     """Gated recurrent unit (Cho et al. 2014): the LSTM's idea with two gates and one state.
 
-    At the defaults on sunspots (window 24): 13,057 parameters, 0.60 MFLOPs
-    per example forward. On text (context 64): 27,489 parameters, 3.3 MFLOPs.
+    At the defaults on sunspots (window 24): 12,929 parameters, 0.60 MFLOPs
+    per example forward. On text (context 64): 28,225 parameters, 3.15 MFLOPs
+    per example.
 
     Args:
         spec: the data spec.
@@ -59,8 +60,9 @@ def conv1d(
     same model predicts the next character at every position of a text. On a
     series window, the last layer's outputs are flattened into the head.
 
-    At the defaults on sunspots (window 24): 10,273 parameters, 0.44 MFLOPs
-    per example forward. On text (context 64): 28,641 parameters, 3.6 MFLOPs.
+    At the defaults on sunspots (window 24): 10,209 parameters, 0.45 MFLOPs
+    per example forward. On text (context 64): 18,721 parameters, 1.97 MFLOPs
+    per example.
 
     Args:
         spec: the data spec.
