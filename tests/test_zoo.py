@@ -136,3 +136,11 @@ def test_each_builder_exports_reloads_and_serves(trained, case):
         assert abs(predictions[0] - x[0, -1]) < 40  # in the series' units, not scaled
     else:
         np.testing.assert_allclose([p["probabilities"] for p in predictions], want, atol=1e-5)
+
+
+def test_export_check_is_relative_for_values_in_a_series_units():
+    from tfkit.export import ExportVerificationError, _compare
+
+    _compare("forecast", np.float32([250.00003]), np.float32([250.0]))  # float32 rounding
+    with pytest.raises(ExportVerificationError, match="differs"):
+        _compare("forecast", np.float32([250.01]), np.float32([250.0]))

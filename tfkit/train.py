@@ -162,7 +162,8 @@ class _Run:
         chief = distribute.is_chief(strategy)
         checkpointer = _checkpointer(config, run_name, model, optimizer, chief)
         state = (checkpointer.restore() if checkpointer else None) or {"step": 0}
-        estimate = memory.estimate_memory(model, global_batch // replicas, config.optimizer)
+        estimate = memory.estimate_memory(model, global_batch // replicas, config.optimizer,
+                                          sequence_length=spec.info.get("context"))
         run = cls(
             config=config, strategy=strategy, prepared=prepared, model=model, steps=steps,
             global_batch=global_batch,
