@@ -111,13 +111,18 @@ def test_two_replicas_train_exactly_like_one_device(trained, case):
     np.testing.assert_allclose(two.history["loss"], one.history["loss"], rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_each_builder_exports_reloads_and_serves(trained, case):
+@pytest.fixture(scope="module")
+def client(trained):
+    """One server over all the exports (it loads each once)."""
     from serving import create_app
 
-    repo, runs = trained
-    result = runs[case][1]
-    client = create_app({"MODELS": str(repo), "FILE_SYSTEM_POLL_WAIT_SECONDS": 0}).test_client()
+    app = create_app({"MODELS": str(trained[0]), "FILE_SYSTEM_POLL_WAIT_SECONDS": 0})
+    return app.test_client()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_builder_exports_reloads_and_serves(trained, client, case):
+    result = trained[1][case][1]
     if result.spec.kind == "text":
         answer = client.post(f"/v1/models/{case}:predict",
                              json={"instances": [{"prompt": "Return ", "length": 10}]})
