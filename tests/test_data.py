@@ -93,7 +93,8 @@ def test_tf_data_dataset_batched_or_not():
                               task="regression"),
          "text labels .* task='regression' needs numbers"),
         (lambda: data.prepare("no_such_dataset_or_file.csv"),
-         "neither a bundled dataset \\(auto_mpg, digits, penguins\\) nor an existing CSV"),
+         "neither a bundled dataset \\(auto_mpg, co2, digits, penguins, sunspots\\) nor "
+         "an existing CSV"),
         (lambda: data.prepare(42), "data must be a bundled dataset name"),
     ],
 )

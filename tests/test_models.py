@@ -8,7 +8,10 @@ from tfkit import data, datasets, models
 
 
 def test_available_lists_builders():
-    assert models.available() == ["cnn", "linear_regression", "logistic_regression", "mlp"]
+    assert models.available() == [
+        "cnn", "conv1d", "gru", "linear_regression", "logistic_regression", "lstm", "mlp",
+        "resnet", "transformer",
+    ]
 
 
 @pytest.mark.parametrize(

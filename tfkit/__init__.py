@@ -12,6 +12,7 @@ from tfkit.memory import MemoryEstimate
 from tfkit.memory import OutOfMemoryError
 from tfkit.memory import estimate_memory
 from tfkit.train import TrainResult
+from tfkit.text import generate
 from tfkit.train import train
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "devices",
     "estimate_memory",
     "export",
+    "generate",
     "models",
     "train",
 ]

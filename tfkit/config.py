@@ -57,6 +57,7 @@ class TrainConfig:
     jit_compile: bool = False  # XLA measured slower on CPU for small models
     verbose: bool | None = None  # progress bar; None: only on a terminal
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to the builder
+    window: int | None = None  # steps per example: a series' input window, a text's context
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every_steps", "checkpoint_every_steps",
@@ -102,6 +103,13 @@ class TrainConfig:
             )
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError(f"clip_norm must be > 0 or None, got {self.clip_norm!r}")
+        if self.window is not None and (
+            isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1
+        ):
+            raise ValueError(
+                f"window must be a positive integer or None (the data's default), "
+                f"got {self.window!r}"
+            )
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError(
                 f"early_stopping_patience must be >= 1 or None, "

@@ -28,7 +28,7 @@ class DataSpec:
     """
 
     name: str
-    kind: str  # "table" | "tensor"
+    kind: str  # "table" | "tensor" | "text" (token ids)
     task: str  # "regression" | "binary" | "multiclass"
     input_shape: tuple[int, ...]  # per example, for "tensor" data
     numeric_columns: tuple[str, ...]
@@ -39,6 +39,9 @@ class DataSpec:
     n_train: int
     n_val: int
     report: tuple[str, ...] = ()  # what was done to the data, in words
+    # Facts a builder or the export needs beyond shapes: a series' scaling, a text
+    # model's vocabulary and context (see sequences.py and text.py).
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -64,6 +67,7 @@ def prepare(
     validation_split: float = 0.2,
     seed: int = 0,
     missing: str = "drop",
+    window: int | None = None,
 ) -> PreparedData:
     """Check and split the data; infer the task; build unbatched datasets.
 
@@ -75,6 +79,8 @@ def prepare(
         validation_split: fraction held out for validation, chosen by `seed`.
         seed: makes the split (and everything after it) repeatable.
         missing: "drop" rows with a missing value, or "impute" them.
+        window: time steps per example for a series (the input window) or a
+            text corpus (the context length); None: the data's default.
 
     Returns:
         PreparedData with the spec and the datasets.
@@ -82,6 +88,13 @@ def prepare(
     Raises:
         ValueError: naming what is wrong with the data and what would be valid.
     """
+    from tfkit import sequences, text  # they build on this module
+
+    if sequences.is_series(data):
+        return sequences.prepare_series(data, window=window, validation_split=validation_split)
+    if text.is_corpus(data):
+        return text.prepare_text(data, context=window, validation_split=validation_split,
+                                 seed=seed)
     name = "data"
     if isinstance(data, str) and data in datasets.BUNDLED:
         name = data
@@ -363,6 +376,8 @@ def model_inputs(features: Any, spec: DataSpec) -> Any:
     Raises:
         ValueError: a column the model needs is missing.
     """
+    if spec.kind == "text":
+        return np.asarray(features, dtype=np.int32)
     if spec.kind != "table":
         return np.asarray(features, dtype=np.float32)
     missing = [c for c in spec.columns if c not in features]

@@ -79,7 +79,8 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    model: keras.Model, batch_size: int, optimizer: str | keras.optimizers.Optimizer = "adam"
+    model: keras.Model, batch_size: int, optimizer: str | keras.optimizers.Optimizer = "adam",
+    sequence_length: int | None = None,
 ) -> MemoryEstimate:
     """Estimate the bytes training `model` needs at `batch_size`.
 
@@ -93,6 +94,8 @@ def estimate_memory(
         model: a built Keras model.
         batch_size: examples per step on one device.
         optimizer: name ("adam", "adamw", "sgd", "rmsprop") or a Keras optimizer.
+        sequence_length: the length of an unknown time dimension (a text
+            model's inputs [N, None]); None counts such a dimension as 1.
 
     Returns:
         A MemoryEstimate, with the host's RAM (or the GPU's memory) as `available`.
@@ -106,7 +109,9 @@ def estimate_memory(
     params = sum(_nbytes(v) for v in model.weights)
     trainable = sum(_nbytes(v) for v in model.trainable_weights)
     largest = max((_nbytes(v) for v in model.trainable_weights), default=0)
-    activations = batch_size * sum(_layer_output_bytes(layer) for layer in model.layers)
+    activations = batch_size * sum(
+        _layer_output_bytes(layer, sequence_length or 1) for layer in model.layers
+    )
     return MemoryEstimate(
         parameters=params, gradients=trainable,
         optimizer_state=_SLOTS.get(name, 2) * trainable, activations=activations,
@@ -172,7 +177,7 @@ def _nbytes(variable: Any) -> int:
     return int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
 
 
-def _layer_output_bytes(layer: keras.layers.Layer) -> int:
+def _layer_output_bytes(layer: keras.layers.Layer, unknown: int = 1) -> int:
     """Bytes of one example's output of a layer (0 for inputs and layers without one)."""
     if isinstance(layer, keras.layers.InputLayer):
         return 0
@@ -181,12 +186,12 @@ def _layer_output_bytes(layer: keras.layers.Layer) -> int:
     except (AttributeError, ValueError):
         return 0
     if shapes is None:
-        return sum(_shape_bytes(t.shape, t.dtype) for t in layer.output)
-    return _shape_bytes(shapes, layer.output.dtype)
+        return sum(_shape_bytes(t.shape, t.dtype, unknown) for t in layer.output)
+    return _shape_bytes(shapes, layer.output.dtype, unknown)
 
 
-def _shape_bytes(shape: Any, dtype: Any) -> int:
-    size = int(np.prod([d for d in shape[1:] if d is not None]))
+def _shape_bytes(shape: Any, dtype: Any, unknown: int = 1) -> int:
+    size = int(np.prod([unknown if d is None else d for d in shape[1:]]))
     try:
         return size * np.dtype(dtype).itemsize
     except TypeError:  # strings and other non-numeric outputs hold no activations to keep

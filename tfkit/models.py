@@ -14,7 +14,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfkit import zoo
 from tfkit.data import DataSpec
+from tfkit.zoo import flops_per_example  # noqa: F401  (tfkit.models.flops_per_example)
 
 Builder = Callable[..., keras.Model]
 
@@ -103,6 +105,7 @@ BUILDERS: dict[str, Builder] = {
     "logistic_regression": logistic_regression,
     "mlp": mlp,
     "cnn": cnn,
+    **zoo.BUILDERS,  # resnet, lstm, gru, conv1d, transformer (tfkit/zoo/)
 }
 
 

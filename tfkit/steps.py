@@ -68,6 +68,7 @@ class Steps:
         with tf.GradientTape() as tape:
             predictions = self.model(x, training=True)  # 1. forward: guess
             per_example = self.loss_fn(self._labels(y), predictions)  # 2. measure the error
+            per_example = per_example_mean(per_example)  # [N, T] per position -> [N]
             loss = tf.nn.compute_average_loss(
                 per_example, global_batch_size=self.global_batch_size
             )
@@ -118,7 +119,8 @@ class Steps:
 
     def _replica_eval_step(self, x: Any, y: tf.Tensor) -> dict[str, tf.Tensor]:
         predictions = self.model(x, training=False)
-        return self._stats(y, predictions, self.loss_fn(self._labels(y), predictions))
+        per_example = per_example_mean(self.loss_fn(self._labels(y), predictions))
+        return self._stats(y, predictions, per_example)
 
     def _labels(self, y: tf.Tensor) -> tf.Tensor:
         return y if self.task == "multiclass" else tf.reshape(y, (-1, 1))
@@ -131,7 +133,7 @@ class Steps:
         }
         if self.task == "multiclass":
             hits = tf.equal(tf.argmax(predictions, axis=-1), tf.cast(y, tf.int64))
-            stats["accuracy"] = tf.reduce_sum(tf.cast(hits, tf.float32))
+            stats["accuracy"] = tf.reduce_sum(per_example_mean(tf.cast(hits, tf.float32)))
         elif self.task == "binary":
             guesses = tf.cast(tf.reshape(predictions, [-1]) > 0.5, tf.float32)
             stats["accuracy"] = tf.reduce_sum(tf.cast(tf.equal(guesses, y), tf.float32))
@@ -180,6 +182,16 @@ class Steps:
         if train:
             keys += ["grad_norm", "steps", "last_loss"]
         return {k: tf.constant(0.0) for k in keys}
+
+
+def per_example_mean(values: tf.Tensor) -> tf.Tensor:
+    """One value per example: per-position values [N, T] (a language model's) average to [N].
+
+    Every example has the same T, so the mean over examples of these is the
+    mean over all positions, and an example still counts once in the batch.
+    """
+    rank = values.shape.rank
+    return tf.reduce_mean(values, axis=list(range(1, rank))) if rank and rank > 1 else values
 
 
 def accumulate(into: dict[str, float], call: dict[str, float]) -> None:

@@ -98,6 +98,7 @@ def train(
     prepared = data_lib.prepare(
         config.data, target=config.target, task=config.task,
         validation_split=config.validation_split, seed=config.seed, missing=config.missing,
+        window=config.window,
     )
     run = _Run.build(config, strategy, prepared)
     try:
@@ -107,11 +108,19 @@ def train(
     export_path = run.state.get("export_path")
     if config.export and run.chief and not run.already_finished:
         example = prepared.validation_arrays[0] if prepared.validation_arrays else None
-        export_path = str(export_model(
-            run.model, os.path.join(config.export, config.model_name or prepared.spec.name),
-            task=prepared.spec.task, class_names=prepared.spec.class_names,
-            example=_first_rows(example),
-        ))
+        base_path = os.path.join(config.export, config.model_name or prepared.spec.name)
+        if prepared.spec.kind == "text":  # a language model: prompt and length in, text out
+            from tfkit.export import export_language_model
+
+            export_path = str(export_language_model(
+                run.model, base_path, vocabulary=prepared.spec.info["vocabulary"],
+                context=prepared.spec.info["context"],
+            ))
+        else:
+            export_path = str(export_model(
+                run.model, base_path, task=prepared.spec.task,
+                class_names=prepared.spec.class_names, example=_first_rows(example),
+            ))
         run.record_export(export_path)
     return TrainResult(
         history=history, model=run.model, export_path=export_path, logdir=run.writer.path,
@@ -158,7 +167,8 @@ class _Run:
         chief = distribute.is_chief(strategy)
         checkpointer = _checkpointer(config, run_name, model, optimizer, chief)
         state = (checkpointer.restore() if checkpointer else None) or {"step": 0}
-        estimate = memory.estimate_memory(model, global_batch // replicas, config.optimizer)
+        estimate = memory.estimate_memory(model, global_batch // replicas, config.optimizer,
+                                          sequence_length=spec.info.get("context"))
         run = cls(
             config=config, strategy=strategy, prepared=prepared, model=model, steps=steps,
             global_batch=global_batch,

@@ -19,6 +19,9 @@ BUNDLED: dict[str, tuple[str, str, str]] = {
     "penguins": ("penguins.csv", "species", "Palmer penguins, 344 birds, 3 species (CC0)"),
     "auto_mpg": ("auto_mpg.csv", "Miles_per_Gallon", "Auto MPG, 406 cars (UCI, CC BY 4.0)"),
     "digits": ("digits.csv.gz", "label", "8x8 handwritten digits, 1797 images (UCI, CC BY 4.0)"),
+    # Series: tfkit.train windows these itself (tfkit/sequences.py).
+    "sunspots": ("sunspots_monthly.csv", "sunspots", "monthly sunspots 1749-2008 (NOAA, PD)"),
+    "co2": ("co2_weekly.csv", "co2", "weekly Mauna Loa CO2 1958-2001, 59 gaps (Scripps, PD)"),
 }
 
 
@@ -101,6 +104,39 @@ def make_classification(
     y = rng.integers(0, classes, size=n)
     x = centres[y] + rng.normal(0.0, 1.0, size=(n, features))
     return x.astype(np.float32), y.astype(np.int64)
+
+
+def make_images(
+    n: int = 1000, size: int = 16, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic images [n, size, size, 1] of four shapes on noise, and their class ids.
+
+    Classes: 0 a filled square, 1 a hollow square, 2 a cross, 3 a diagonal line;
+    each at a random place and size, with Gaussian pixel noise.
+
+    Example:
+        >>> X, y = make_images(8)
+        >>> X.shape, sorted(set(y.tolist())) <= [0, 1, 2, 3]
+        ((8, 16, 16, 1), True)
+    """
+    rng = np.random.default_rng(seed)
+    images = rng.normal(0.0, 0.2, size=(n, size, size)).astype(np.float32)
+    labels = rng.integers(0, 4, size=n)
+    for image, label in zip(images, labels, strict=True):
+        side = int(rng.integers(size // 3, size // 2 + 2))
+        top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+        box = image[top:top + side, left:left + side]
+        if label == 0:
+            box += 1.0
+        elif label == 1:
+            box[[0, -1], :] += 1.0
+            box[1:-1, [0, -1]] += 1.0
+        elif label == 2:
+            box[side // 2, :] += 1.0
+            box[:, side // 2] += 1.0
+        else:
+            box[np.arange(side), np.arange(side)] += 1.0
+    return images[..., None], labels.astype(np.int64)
 
 
 def _check_name(name: str) -> None:
