@@ -64,6 +64,65 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="request threads in the worker process")
     server.add_argument("--max_request_mb", type=float, default=64.0,
                         help="largest accepted request body, in MiB")
+    add_batching_arguments(parser)
+
+
+def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds TF Serving's batching and TensorFlow threading flags (see ``serving/batching.py``).
+
+    Args:
+        parser: The (sub)command parser to fill.
+    """
+    batching = parser.add_argument_group(
+        "batching", "concurrent requests for one model signature merged into one model run"
+    )
+    batching.add_argument(
+        "--enable_batching", "--enable-batching", type=_boolean, nargs="?", const=True,
+        default=True, metavar="BOOL",
+        help="merge concurrent requests (default true; --enable_batching=false turns it off)",
+    )
+    batching.add_argument(
+        "--batching_parameters_file", "--batching-parameters-file", default=None,
+        help="TF Serving BatchingParameters text-proto, e.g. 'max_batch_size { value: 64 }'",
+    )
+    for flag, text in (
+        ("max_batch_size", "most rows in one merged run (default 1000)"),
+        ("batch_timeout_micros", "longest wait for a batch to fill; only while other requests "
+                                 "are still being parsed (default 0)"),
+        ("num_batch_threads", "runs of one model signature at a time (default: CPU cores)"),
+        ("max_enqueued_batches", "queue bound in batches; beyond it requests get 503 (default 10)"),
+    ):
+        batching.add_argument(f"--{flag}", f"--{flag.replace('_', '-')}", type=int, default=None,
+                              help=text + "; overrides the parameters file")
+    graph = parser.add_argument_group("tensorflow")
+    graph.add_argument(
+        "--tensorflow_inter_op_parallelism", type=int, default=-1,
+        help="threads running independent ops; -1 (default) runs a request's ops in its own "
+             "request thread, 0 lets TensorFlow choose",
+    )
+    graph.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                       help="threads inside one op (0: TensorFlow chooses)")
+
+
+def batching_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The app config keys set by ``add_batching_arguments``'s flags."""
+    config: dict[str, Any] = {
+        "ENABLE_BATCHING": args.enable_batching,
+        "BATCHING_PARAMETERS_FILE": args.batching_parameters_file,
+        "TENSORFLOW_INTER_OP_PARALLELISM": args.tensorflow_inter_op_parallelism,
+        "TENSORFLOW_INTRA_OP_PARALLELISM": args.tensorflow_intra_op_parallelism,
+    }
+    for flag in ("max_batch_size", "batch_timeout_micros", "num_batch_threads",
+                 "max_enqueued_batches"):
+        config[flag.upper()] = getattr(args, flag)
+    return config
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("true", "1", "yes")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -83,6 +142,7 @@ def run_serve(args: argparse.Namespace) -> int:
         "FILE_SYSTEM_POLL_WAIT_SECONDS": args.file_system_poll_wait_seconds,
         "MAX_CONTENT_LENGTH": int(args.max_request_mb * 1024 * 1024),
     }
+    app_config.update(batching_config(args))
     if args.models:
         app_config["MODELS"] = args.models
     if args.model_base_path:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from serving import json_codec
+from serving.batching import Batcher
 from serving.errors import InvalidArgument, ServingError
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
@@ -27,11 +28,18 @@ class InferenceCore:
     Args:
         repository: Where the loaded models live.
         metrics: Where request counts and latencies go.
+        batcher: Merges concurrent model runs; default: batching with TF Serving's defaults.
     """
 
-    def __init__(self, repository: ModelRepository, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        metrics: Metrics | None = None,
+        batcher: Batcher | None = None,
+    ) -> None:
         self.repository = repository
         self.metrics = metrics or Metrics()
+        self.batcher = batcher or Batcher()
 
     def status(self, name: str, version: str | None = None, label: str | None = None) -> bytes:
         """``GET /v1/models/{name}[/versions/{v}|/labels/{l}]``."""
@@ -81,10 +89,10 @@ class InferenceCore:
             with self.repository.servable(name, number) as servable:
                 signature = servable.signature(signature_name)
                 arrays, fmt = json_codec.decode_predict(doc, signature.inputs)
-                outputs = _run(servable, signature, arrays, list(signature.outputs))
+                outputs = self.run(name, servable, signature, arrays, list(signature.outputs))
             return json_codec.encode_predict(outputs, fmt)
 
-        return self._observed(name, "predict", answer)
+        return self._observed(name, "predict", answer, infer=True)
 
     def classify(
         self, name: str, body: bytes, version: str | None = None, label: str | None = None
@@ -104,11 +112,11 @@ class InferenceCore:
                         "Expected classification signature outputs to contain classes or scores"
                     )
                 examples = json_codec.examples_from_json(doc, "classify")
-                outputs = _run_examples(servable, signature, examples, wanted)
+                outputs = self._run_examples(name, servable, signature, examples, wanted)
             results = _classifications(outputs, len(examples))
             return json_codec.dumps({"results": results}, finite=_finite(outputs))
 
-        return self._observed(name, "classify", answer)
+        return self._observed(name, "classify", answer, infer=True)
 
     def regress(
         self, name: str, body: bytes, version: str | None = None, label: str | None = None
@@ -125,7 +133,7 @@ class InferenceCore:
                 if "outputs" not in signature.outputs:
                     raise InvalidArgument("No regression outputs found in signature.")
                 examples = json_codec.examples_from_json(doc, "regress")
-                outputs = _run_examples(servable, signature, examples, ["outputs"])
+                outputs = self._run_examples(name, servable, signature, examples, ["outputs"])
             values = outputs["outputs"]
             if values.shape not in ((len(examples),), (len(examples), 1)):
                 raise InvalidArgument(
@@ -134,12 +142,58 @@ class InferenceCore:
                 )
             return json_codec.dumps({"results": values.reshape(-1)}, finite=_finite(outputs))
 
-        return self._observed(name, "regress", answer)
+        return self._observed(name, "regress", answer, infer=True)
 
-    def _observed(self, name: str, api: str, answer: Callable[[], T]) -> T:
+    def run(
+        self,
+        name: str,
+        servable: Servable,
+        signature: Signature,
+        arrays: dict[str, np.ndarray],
+        aliases: list[str],
+    ) -> dict[str, np.ndarray]:
+        """Runs a signature on input arrays (by alias), through the batcher.
+
+        Returns:
+            The outputs named in ``aliases``, by alias.
+        """
+        feed_names = [signature.inputs[alias].tensor_name for alias in arrays]
+        fetches = [signature.outputs[alias].tensor_name for alias in aliases]
+
+        def run_fn(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return servable.run(dict(zip(feed_names, batch.values(), strict=True)), fetches)
+
+        batchable = self.batcher.batchable(
+            servable, servable.signature_defs[signature.name], signature.name
+        )
+        values = self.batcher.run(
+            servable, name, (signature.name, *arrays, "->", *aliases), arrays, run_fn, batchable
+        )
+        return {alias: np.asarray(value) for alias, value in zip(aliases, values, strict=True)}
+
+    def _run_examples(
+        self,
+        name: str,
+        servable: Servable,
+        signature: Signature,
+        examples: list[bytes],
+        aliases: list[str],
+    ) -> dict[str, np.ndarray]:
+        serialized = np.empty(len(examples), dtype=object)
+        serialized[:] = examples
+        # Serialized examples are fed as strings whatever dtype the signature declares,
+        # as TF Serving does (half_plus_three's regress signature declares DT_FLOAT).
+        return self.run(name, servable, signature, {"inputs": serialized}, aliases)
+
+    def _observed(
+        self, name: str, api: str, answer: Callable[[], T], infer: bool = False
+    ) -> T:
         start = time.perf_counter()
         status = "OK"
         try:
+            if infer:
+                with self.batcher.arrival():
+                    return answer()
             return answer()
         except ServingError as exc:
             status = exc.code
@@ -172,25 +226,6 @@ def _checked(signature: Signature, method: str, what: str) -> Signature:
             f"got {sorted(signature.inputs)}"
         )
     return signature
-
-
-def _run(
-    servable: Servable, signature: Signature, arrays: dict[str, np.ndarray], aliases: list[str]
-) -> dict[str, np.ndarray]:
-    feeds = {signature.inputs[alias].tensor_name: array for alias, array in arrays.items()}
-    fetches = [signature.outputs[alias].tensor_name for alias in aliases]
-    values = servable.run(feeds, fetches)
-    return {alias: np.asarray(value) for alias, value in zip(aliases, values, strict=True)}
-
-
-def _run_examples(
-    servable: Servable, signature: Signature, examples: list[bytes], aliases: list[str]
-) -> dict[str, np.ndarray]:
-    serialized = np.empty(len(examples), dtype=object)
-    serialized[:] = examples
-    # Serialized examples are fed as strings whatever dtype the signature declares,
-    # as TF Serving does (half_plus_three's regress signature declares DT_FLOAT).
-    return _run(servable, signature, {"inputs": serialized}, aliases)
 
 
 def _classifications(outputs: dict[str, np.ndarray], batch: int) -> list[list[list[Any]]]:
