@@ -199,13 +199,14 @@ class _Queue:
                         "The batch scheduling queue to which this task was submitted is full"
                     )
                 task = _Task(arrays, rows)
-                self._pending.append(task)
-                self._pending_rows += rows
                 lead = self._free_slots > 0
-                if lead:
+                if lead:  # a leader is never queued, so no other batch can take it
                     self._free_slots -= 1
-                elif self._timeout:
-                    self._arrived.notify()
+                else:
+                    self._pending.append(task)
+                    self._pending_rows += rows
+                    if self._timeout:
+                        self._arrived.notify()
         if task is None:
             try:
                 outputs = run_fn(arrays)
@@ -235,24 +236,25 @@ class _Queue:
         with self._lock:
             if self._timeout:
                 deadline = first.enqueued + self._timeout
-                while self._pending_rows < self._params.max_batch_size and arriving() > 0:
+                while (first.rows + self._pending_rows < self._params.max_batch_size
+                       and arriving() > 0):
                     left = deadline - time.perf_counter()
                     if left <= 0 or not self._arrived.wait(left):
                         break
             return self._take_locked(first)
 
     def _take_locked(self, first: _Task) -> list[_Task]:
+        """``first`` (not queued) and the queued tasks that can join it, in arrival order."""
         batch, rows, kept = [first], first.rows, collections.deque()
-        self._pending.remove(first)
         while self._pending:
             task = self._pending.popleft()
             if task.key == first.key and rows + task.rows <= self._params.max_batch_size:
                 batch.append(task)
                 rows += task.rows
+                self._pending_rows -= task.rows
             else:
                 kept.append(task)
         self._pending = kept
-        self._pending_rows -= rows
         return batch
 
     def _release_slot(self) -> None:
@@ -261,7 +263,8 @@ class _Queue:
             if not self._pending:
                 self._free_slots += 1
                 return
-            head = self._pending[0]
+            head = self._pending.popleft()
+            self._pending_rows -= head.rows
             head.batch = self._take_locked(head)
         head.wake.release()
 
