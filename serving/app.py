@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pathlib
@@ -12,13 +13,16 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from serving import security
+from serving.batching import Batcher, parameters_from_config
 from serving.errors import ServingError
 from serving.inference import InferenceCore
 from serving.json_codec import dumps
 from serving.metrics import Metrics
 from serving.model_config import ModelSource, load_model_config
+from serving.open_inference import OpenInference
 from serving.repository import ModelRepository
-from serving.views import monitoring, tf_serving
+from serving.servable import Servable
+from serving.views import kserve_v2, monitoring, openapi, tf_serving
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +35,18 @@ DEFAULTS: dict[str, Any] = {
     "MODEL_CONFIG_FILE": None,  # TF Serving text-proto (or .json) model config
     "FILE_SYSTEM_POLL_WAIT_SECONDS": 1.0,  # 0 or less: load once, never poll
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,  # Flask refuses larger bodies with 413
+    # Dynamic batching (serving/batching.py); None: the parameters file's value, else
+    # TF Serving's default.
+    "ENABLE_BATCHING": True,
+    "BATCHING_PARAMETERS_FILE": None,
+    "MAX_BATCH_SIZE": None,
+    "BATCH_TIMEOUT_MICROS": None,
+    "NUM_BATCH_THREADS": None,
+    "MAX_ENQUEUED_BATCHES": None,
+    # Graph execution: -1 runs a request's ops in its own thread (requests already run in
+    # parallel threads; a thread-pool hand-off costs more than a small model's ops).
+    "TENSORFLOW_INTER_OP_PARALLELISM": -1,
+    "TENSORFLOW_INTRA_OP_PARALLELISM": 0,
 }
 
 
@@ -60,17 +76,29 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     security.install(app)  # token, CORS and body limits, on every route
 
+    loader = functools.partial(
+        Servable,
+        inter_op_threads=int(app.config["TENSORFLOW_INTER_OP_PARALLELISM"]),
+        intra_op_threads=int(app.config["TENSORFLOW_INTRA_OP_PARALLELISM"]),
+    )
     repository = ModelRepository(
-        _discovery(app.config), float(app.config["FILE_SYSTEM_POLL_WAIT_SECONDS"])
+        _discovery(app.config), float(app.config["FILE_SYSTEM_POLL_WAIT_SECONDS"]), loader
     )
     repository.poll()
     repository.start()
-    app.extensions[EXTENSION] = InferenceCore(
-        repository, Metrics(), max_batch_rows=app.config["MAX_BATCH_ROWS"]
+    metrics = Metrics()
+    batcher = Batcher(parameters_from_config(app.config))
+    metrics.add_collector(batcher.metrics.render)
+    core = InferenceCore(
+        repository, metrics, batcher, max_batch_rows=app.config["MAX_BATCH_ROWS"]
     )
+    app.extensions[EXTENSION] = core
+    app.extensions[kserve_v2.EXTENSION] = OpenInference(core)
 
     app.register_blueprint(tf_serving.blueprint)
     app.register_blueprint(monitoring.blueprint)
+    app.register_blueprint(kserve_v2.blueprint)
+    app.register_blueprint(openapi.blueprint)
     app.register_error_handler(ServingError, _serving_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

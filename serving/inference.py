@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from serving import json_codec
+from serving.batching import Batcher
 from serving.errors import InvalidArgument, ServingError
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
@@ -33,16 +34,19 @@ class InferenceCore:
         metrics: Where request counts and latencies go.
         max_batch_rows: Most rows (``instances``, ``examples``, first dimension of
             ``inputs``) one request may carry; None or 0 for no limit.
+        batcher: Merges concurrent model runs; default: batching with TF Serving's defaults.
     """
 
     def __init__(
         self,
         repository: ModelRepository,
         metrics: Metrics | None = None,
+        batcher: Batcher | None = None,
         max_batch_rows: int | None = None,
     ) -> None:
         self.repository = repository
         self.metrics = metrics or Metrics()
+        self.batcher = batcher or Batcher()
         self.max_batch_rows = max_batch_rows or None
 
     def status(self, name: str, version: str | None = None, label: str | None = None) -> bytes:
@@ -93,10 +97,10 @@ class InferenceCore:
             with self.repository.servable(name, number) as servable:
                 signature = servable.signature(signature_name)
                 arrays, fmt = json_codec.decode_predict(doc, signature.inputs)
-                outputs = _run(servable, signature, arrays, list(signature.outputs))
+                outputs = self.run(name, servable, signature, arrays, list(signature.outputs))
             return json_codec.encode_predict(outputs, fmt)
 
-        return self._observed(name, "predict", answer)
+        return self._observed(name, "predict", answer, infer=True)
 
     def classify(
         self, name: str, body: bytes, version: str | None = None, label: str | None = None
@@ -116,11 +120,11 @@ class InferenceCore:
                         "Expected classification signature outputs to contain classes or scores"
                     )
                 examples = json_codec.examples_from_json(doc, "classify")
-                outputs = _run_examples(servable, signature, examples, wanted)
+                outputs = self._run_examples(name, servable, signature, examples, wanted)
             results = _classifications(outputs, len(examples))
             return json_codec.dumps({"results": results}, finite=_finite(outputs))
 
-        return self._observed(name, "classify", answer)
+        return self._observed(name, "classify", answer, infer=True)
 
     def regress(
         self, name: str, body: bytes, version: str | None = None, label: str | None = None
@@ -137,7 +141,7 @@ class InferenceCore:
                 if "outputs" not in signature.outputs:
                     raise InvalidArgument("No regression outputs found in signature.")
                 examples = json_codec.examples_from_json(doc, "regress")
-                outputs = _run_examples(servable, signature, examples, ["outputs"])
+                outputs = self._run_examples(name, servable, signature, examples, ["outputs"])
             values = outputs["outputs"]
             if values.shape not in ((len(examples),), (len(examples), 1)):
                 raise InvalidArgument(
@@ -146,7 +150,7 @@ class InferenceCore:
                 )
             return json_codec.dumps({"results": values.reshape(-1)}, finite=_finite(outputs))
 
-        return self._observed(name, "regress", answer)
+        return self._observed(name, "regress", answer, infer=True)
 
     def _parse(self, body: bytes) -> dict[str, Any]:
         doc = json_codec.parse_body(body)
@@ -158,10 +162,65 @@ class InferenceCore:
             )
         return doc
 
-    def _observed(self, name: str, api: str, answer: Callable[[], T]) -> T:
+    def run(
+        self,
+        name: str,
+        servable: Servable,
+        signature: Signature,
+        arrays: dict[str, np.ndarray],
+        aliases: list[str],
+    ) -> dict[str, np.ndarray]:
+        """Runs a signature on input arrays (by alias), through the batcher.
+
+        Returns:
+            The outputs named in ``aliases``, by alias.
+        """
+        feed_names = [signature.inputs[alias].tensor_name for alias in arrays]
+        fetches = [signature.outputs[alias].tensor_name for alias in aliases]
+
+        def run_fn(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return servable.run(dict(zip(feed_names, batch.values(), strict=True)), fetches)
+
+        batchable = self.batcher.batchable(
+            servable, servable.signature_defs[signature.name], signature.name
+        )
+        try:
+            values = self.batcher.run(
+                servable, name, (signature.name, *arrays, "->", *aliases), arrays, run_fn,
+                batchable,
+            )
+        except ServingError as exc:
+            hint = _shape_hint(signature, arrays) if exc.code == "INVALID_ARGUMENT" else ""
+            if not hint:
+                raise
+            error = ServingError(f"{hint}: {exc.message}")
+            error.code = exc.code
+            raise error from None
+        return {alias: np.asarray(value) for alias, value in zip(aliases, values, strict=True)}
+
+    def _run_examples(
+        self,
+        name: str,
+        servable: Servable,
+        signature: Signature,
+        examples: list[bytes],
+        aliases: list[str],
+    ) -> dict[str, np.ndarray]:
+        serialized = np.empty(len(examples), dtype=object)
+        serialized[:] = examples
+        # Serialized examples are fed as strings whatever dtype the signature declares,
+        # as TF Serving does (half_plus_three's regress signature declares DT_FLOAT).
+        return self.run(name, servable, signature, {"inputs": serialized}, aliases)
+
+    def _observed(
+        self, name: str, api: str, answer: Callable[[], T], infer: bool = False
+    ) -> T:
         start = time.perf_counter()
         status = "OK"
         try:
+            if infer:
+                with self.batcher.arrival():
+                    return answer()
             return answer()
         except ServingError as exc:
             status = exc.code
@@ -201,23 +260,6 @@ def _checked(signature: Signature, method: str, what: str) -> Signature:
     return signature
 
 
-def _run(
-    servable: Servable, signature: Signature, arrays: dict[str, np.ndarray], aliases: list[str]
-) -> dict[str, np.ndarray]:
-    feeds = {signature.inputs[alias].tensor_name: array for alias, array in arrays.items()}
-    fetches = [signature.outputs[alias].tensor_name for alias in aliases]
-    try:
-        values = servable.run(feeds, fetches)
-    except ServingError as exc:
-        hint = _shape_hint(signature, arrays) if exc.code == "INVALID_ARGUMENT" else ""
-        if not hint:
-            raise
-        error = ServingError(f"{hint}: {exc.message}")
-        error.code = exc.code
-        raise error from None
-    return {alias: np.asarray(value) for alias, value in zip(aliases, values, strict=True)}
-
-
 def _shape_hint(signature: Signature, arrays: dict[str, np.ndarray]) -> str:
     """Names the input whose shape differs from the signature's, when a run failed.
 
@@ -237,16 +279,6 @@ def _shape_hint(signature: Signature, arrays: dict[str, np.ndarray]) -> str:
                 f"the signature expects {json_codec.shape_text(declared)} (-1: any size)"
             )
     return ""
-
-
-def _run_examples(
-    servable: Servable, signature: Signature, examples: list[bytes], aliases: list[str]
-) -> dict[str, np.ndarray]:
-    serialized = np.empty(len(examples), dtype=object)
-    serialized[:] = examples
-    # Serialized examples are fed as strings whatever dtype the signature declares,
-    # as TF Serving does (half_plus_three's regress signature declares DT_FLOAT).
-    return _run(servable, signature, {"inputs": serialized}, aliases)
 
 
 def _classifications(outputs: dict[str, np.ndarray], batch: int) -> list[list[list[Any]]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
@@ -28,6 +29,11 @@ class Metrics:
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
         self._buckets: dict[tuple[str, str], list[int]] = {}
         self._sums: dict[tuple[str, str], float] = defaultdict(float)
+        self._collectors: list[Callable[[], str]] = []
+
+    def add_collector(self, render: Callable[[], str]) -> None:
+        """Appends another source's Prometheus text (e.g. the batcher's) to ``render()``."""
+        self._collectors.append(render)
 
     def observe(self, model_name: str, api: str, status: str, seconds: float) -> None:
         """Records one request.
@@ -74,7 +80,7 @@ class Metrics:
             lines.append(f'{REQUEST_LATENCY}_bucket{{{labels},le="+Inf"}} {running}')
             lines.append(f"{REQUEST_LATENCY}_sum{{{labels}}} {sums[(model, api)]:.6g}")
             lines.append(f"{REQUEST_LATENCY}_count{{{labels}}} {running}")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + "".join(collect() for collect in self._collectors)
 
 
 def _esc(value: str) -> str:

@@ -76,13 +76,28 @@ class Servable:
     Args:
         path: The version folder, e.g. ``models/penguins/3``.
         version: The version number.
+        inter_op_threads: TF Serving's ``--tensorflow_inter_op_parallelism``: 0 lets
+            TensorFlow choose, -1 runs the graph's ops in the calling thread.
+        intra_op_threads: TF Serving's ``--tensorflow_intra_op_parallelism`` (0: TensorFlow
+            chooses).
     """
 
-    def __init__(self, path: str | pathlib.Path, version: int) -> None:
+    def __init__(
+        self,
+        path: str | pathlib.Path,
+        version: int,
+        *,
+        inter_op_threads: int = 0,
+        intra_op_threads: int = 0,
+    ) -> None:
         self.path = pathlib.Path(path)
         self.version = version
         self._graph = tf.Graph()
-        session_config = config_pb2.ConfigProto(allow_soft_placement=True)
+        session_config = config_pb2.ConfigProto(
+            allow_soft_placement=True,
+            inter_op_parallelism_threads=inter_op_threads,
+            intra_op_parallelism_threads=intra_op_threads,
+        )
         self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
         try:
             with self._graph.as_default():

@@ -285,3 +285,24 @@ def tfkit_servers(secret_repo, tmp_path_factory):
                 server.process.send_signal(signal.SIGTERM)  # all at once: they stop in parallel
         for server in started.values():
             server.stop()
+MLP_CLASSES = ["no", "yes"]
+
+
+@pytest.fixture(scope="session")
+def mlp() -> keras.Model:
+    """A tensor-input classifier, 32 features → 8 → 2 classes (the benchmark's shape, smaller)."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input(shape=(32,), name="features")
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+
+
+@pytest.fixture(scope="session")
+def v2_repo(tmp_path_factory, mlp) -> pathlib.Path:
+    """A repository for the Open Inference Protocol tests: half_plus_two and the mlp."""
+    from tfkit.export import export_model
+
+    repo = tmp_path_factory.mktemp("v2-models")
+    shutil.copytree(TESTDATA / REFERENCE_MODELS["half_plus_two"], repo / "half_plus_two")
+    export_model(mlp, repo / "mlp", task="multiclass", class_names=MLP_CLASSES)
+    return repo

@@ -1,0 +1,376 @@
+"""Serving speed: `tfkit serve` against a KServe model server and a model-less Flask ceiling.
+
+One SavedModel (a 32 → 128 → 2 MLP, exported by tfkit) is served three ways on
+127.0.0.1, and `wrk` (a C load generator) sends the same TF Serving-format
+request to each, `{"instances": [[32 floats]]}`:
+
+- tfkit: `tfkit serve --models DIR` with its defaults (also its /v2 infer route);
+- kserve: a KServe Python `ModelServer` (its defaults) with a custom `kserve.Model`
+  that loads the same SavedModel with `tf.saved_model.load`, answering the same
+  JSON on KServe's own `/v1/models/{name}:predict`;
+- ceiling: a Flask app with no model that parses the JSON body and answers fixed
+  bytes, under the same WSGI server and thread count as `tfkit serve`: the most
+  any Flask model server can do here.
+
+Each round runs every server at 16 connections (throughput) and at 1 connection
+(median latency), interleaved, so load from elsewhere hits all of them alike;
+the table shows the median over rounds.
+
+    pip install -e '.[bench]'   # kserve; and wrk: apt-get install wrk
+    python benchmarks/serve_speed.py --seconds 10 --rounds 3 --results benchmarks/RESULTS.md
+
+KServe pins its own dependency versions; `--kserve-python` runs it from another
+virtual environment (one with kserve and tensorflow) if it cannot share this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MODEL = "mlp"
+START_SECONDS = 180
+
+KSERVE_MODEL = '''
+"""A KServe custom model around the benchmark's SavedModel."""
+import sys
+
+import kserve
+import numpy as np
+import tensorflow as tf
+
+
+class SavedModel(kserve.Model):
+    def __init__(self, name, path):
+        super().__init__(name)
+        self.path = path
+        self.load()
+
+    def load(self):
+        self.signature = tf.saved_model.load(self.path).signatures["serving_default"]
+        self.ready = True
+        return self.ready
+
+    def predict(self, payload, headers=None, response_headers=None):
+        x = np.asarray(payload["instances"], dtype=np.float32)
+        out = self.signature(features=tf.constant(x))
+        rows = zip(out["class_ids"].numpy(), out["classes"].numpy(),
+                   out["probabilities"].numpy())
+        return {"predictions": [
+            {"class_ids": int(i), "classes": c.decode(), "probabilities": p.tolist()}
+            for i, c, p in rows
+        ]}
+
+
+if __name__ == "__main__":
+    name, path, http_port, grpc_port = sys.argv[1:5]
+    server = kserve.ModelServer(http_port=int(http_port), grpc_port=int(grpc_port))
+    server.start([SavedModel(name, path)])
+'''
+
+CEILING_APP = '''
+"""The ceiling: a Flask app that parses the request like a model server and answers, no model."""
+import orjson
+from flask import Flask, Response, request
+
+app = Flask(__name__)
+ANSWER = orjson.dumps(
+    {"predictions": [{"class_ids": 0, "classes": "no", "probabilities": [0.5, 0.5]}]}
+)
+
+
+@app.get("/ready")
+def ready():
+    return ""
+
+
+@app.post("/v1/models/<target>")
+def predict(target):
+    orjson.loads(request.get_data(cache=False))
+    return Response(ANSWER, mimetype="application/json")
+'''
+
+WRK_SCRIPT = '''
+wrk.method = "POST"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+'''
+
+
+def export_model(base: pathlib.Path) -> pathlib.Path:
+    import keras
+
+    from tfkit.export import export_model as export
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(32,), name="features")
+    hidden = keras.layers.Dense(128, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    return export(model, base / MODEL, task="multiclass", class_names=["no", "yes"])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A server process in its own process group, with its log in a file."""
+
+    def __init__(self, name: str, args: list[str], port: int, log: pathlib.Path,
+                 ready: str, env: dict[str, str] | None = None) -> None:
+        self.name, self.port, self.log = name, port, log
+        self.url = f"http://127.0.0.1:{port}"
+        self._file = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            args, cwd=REPO, stdout=self._file, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
+                 **(env or {})},
+            start_new_session=True,
+        )
+        self._wait(ready)
+
+    def _wait(self, path: str) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(self.url + path, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name} not ready after {START_SECONDS}s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._file.close()
+
+
+def tfkit_defaults() -> dict[str, int]:
+    """`tfkit serve`'s thread and worker defaults, so the ceiling runs the same way."""
+    from serving.cli import add_serve_arguments
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args([])
+    return {"threads": args.rest_api_num_threads, "workers": getattr(args, "workers", 1)}
+
+
+def wrk(url: str, script: pathlib.Path, connections: int, seconds: float) -> dict[str, float]:
+    threads = min(connections, 2)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+         "-s", str(script), url],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)),
+        "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)),
+        "requests": requests,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def versions(kserve_python: str) -> dict[str, str]:
+    from importlib.metadata import version
+
+    found = {name: version(name) for name in ("tensorflow", "flask", "gunicorn", "orjson")}
+    found["python"] = platform.python_version()
+    found["kserve"] = subprocess.run(
+        [kserve_python, "-c", "import kserve, importlib.metadata as m; "
+                              "print(m.version('kserve'))"],
+        capture_output=True, text=True, timeout=120,
+    ).stdout.strip() or "not installed"
+    found["wrk"] = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1]
+    return found
+
+
+def markdown(results: dict, meta: dict) -> str:
+    rows = [
+        "| server | route | req/s @16 conns | p50 ms @16 | req/s @1 conn | p50 ms @1 | non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        rows.append(
+            f"| {name} | `{r['route']}` | {r['c16']['rps']:.0f} | {r['c16']['p50_ms']:.2f} "
+            f"| {r['c1']['rps']:.0f} | {r['c1']['p50_ms']:.2f} | {r['non_2xx']} |"
+        )
+    t, k, c = results.get("tfkit"), results.get("kserve"), results.get("ceiling")
+    lines = []
+    if t and k:
+        ratio = t["c16"]["rps"] / k["c16"]["rps"]
+        lines.append(f"- tfkit / KServe throughput at 16 connections: **{ratio:.2f}×** "
+                     f"(goal ≥ 3×: {'met' if ratio >= 3 else 'NOT met'})")
+        lat = t["c1"]["p50_ms"] / k["c1"]["p50_ms"]
+        lines.append(f"- tfkit / KServe median latency at 1 connection: **{lat:.2f}×** "
+                     f"(goal ≤ 1×: {'met' if lat <= 1 else 'NOT met'})")
+    if t and c:
+        ratio = t["c16"]["rps"] / c["c16"]["rps"]
+        lines.append(f"- tfkit / model-less Flask ceiling at 16 connections: **{ratio:.2f}×** "
+                     f"(goal ≥ 0.75×: {'met' if ratio >= 0.75 else 'NOT met'})")
+    bad = sum(r["non_2xx"] + r["socket_errors"] for r in results.values())
+    lines.append(f"- non-2xx responses and socket errors, all runs: **{bad}**")
+    return "\n".join([
+        f"Run {meta['date']} on {meta['machine']}; {meta['seconds']} s per run, "
+        f"{meta['rounds']} interleaved rounds, median shown; load average before: "
+        f"{meta['load']}.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        *rows,
+        "",
+        *lines,
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server")
+    parser.add_argument("--kserve-python", default=sys.executable,
+                        help="interpreter with kserve and tensorflow installed")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["tfkit-v2", "kserve"],
+                        help="servers to leave out")
+    parser.add_argument("--results", type=pathlib.Path, default=None,
+                        help="append the markdown table to this file")
+    parser.add_argument("--json", type=pathlib.Path, default=None, help="write raw numbers")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="serve-speed-"))
+    servers: dict[str, Server] = {}
+    try:
+        export_model(work / "models")
+        x = [round(0.01 * i - 0.15, 4) for i in range(32)]
+        bodies = {
+            "v1": {"instances": [x]},
+            "v2": {"inputs": [{"name": "features", "shape": [1, 32], "datatype": "FP32",
+                               "data": x}]},
+        }
+        scripts = {}
+        for name, body in bodies.items():
+            (work / f"{name}.json").write_text(json.dumps(body))
+            scripts[name] = work / f"{name}.lua"
+            scripts[name].write_text(WRK_SCRIPT.format(body=work / f"{name}.json"))
+        (work / "ceiling.py").write_text(textwrap.dedent(CEILING_APP))
+        (work / "kserve_model.py").write_text(textwrap.dedent(KSERVE_MODEL))
+
+        port = free_port()
+        servers["tfkit"] = Server(
+            "tfkit", [sys.executable, "-m", "tfkit.cli", "serve", "--models",
+                      str(work / "models"), "--port", str(port)],
+            port, work / "tfkit.log", f"/v1/models/{MODEL}",
+        )
+        defaults = tfkit_defaults()
+        port = free_port()
+        servers["ceiling"] = Server(
+            "ceiling",
+            [sys.executable, "-m", "gunicorn", "--chdir", str(work), "-k", "gthread",
+             "-w", str(defaults["workers"]), "--threads", str(defaults["threads"]),
+             "--keep-alive", "5", "-b", f"127.0.0.1:{port}", "ceiling:app"],
+            port, work / "ceiling.log", "/ready",
+        )
+        if "kserve" not in args.skip:
+            port = free_port()
+            servers["kserve"] = Server(
+                "kserve", [args.kserve_python, str(work / "kserve_model.py"), MODEL,
+                           str(work / "models" / MODEL / "1"), str(port), str(free_port())],
+                port, work / "kserve.log", f"/v1/models/{MODEL}",
+            )
+        routes = {
+            "tfkit": ("v1", f"/v1/models/{MODEL}:predict", servers["tfkit"]),
+            "tfkit-v2": ("v2", f"/v2/models/{MODEL}/infer", servers["tfkit"]),
+            "kserve": ("v1", f"/v1/models/{MODEL}:predict", servers.get("kserve")),
+            "ceiling": ("v1", f"/v1/models/{MODEL}:predict", servers["ceiling"]),
+        }
+        routes = {k: v for k, v in routes.items() if k not in args.skip}
+        load = os.getloadavg()
+        runs: dict[str, dict[str, list[dict]]] = {k: {"c16": [], "c1": []} for k in routes}
+        for body, path, server in routes.values():  # warm-up, not counted
+            wrk(server.url + path, scripts[body], 4, 2)
+        for round_ in range(args.rounds):
+            for connections in (16, 1):
+                for name, (body, path, server) in routes.items():
+                    result = wrk(server.url + path, scripts[body], connections, args.seconds)
+                    runs[name][f"c{connections}"].append(result)
+                    print(f"round {round_ + 1} {name:9s} c={connections:2d} "
+                          f"{result['rps']:8.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
+                          f"non-2xx {result['non_2xx']}", flush=True)
+        results = {}
+        for name, by_c in runs.items():
+            results[name] = {"route": routes[name][1]}
+            for c, items in by_c.items():
+                results[name][c] = {
+                    "rps": statistics.median(r["rps"] for r in items),
+                    "p50_ms": statistics.median(r["p50_ms"] for r in items),
+                }
+            everything = by_c["c16"] + by_c["c1"]
+            results[name]["non_2xx"] = sum(r["non_2xx"] for r in everything)
+            results[name]["socket_errors"] = sum(r["socket_errors"] for r in everything)
+        meta = {
+            "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+            "seconds": args.seconds, "rounds": args.rounds,
+            "load": " ".join(f"{v:.1f}" for v in load),
+            "versions": versions(args.kserve_python),
+            "command": "python benchmarks/serve_speed.py " + " ".join(sys.argv[1:]),
+        }
+        table = markdown(results, meta)
+        print("\n" + table)
+        if args.results:
+            with open(args.results, "a") as out:
+                out.write("\n" + table + "\n")
+        if args.json:
+            args.json.write_text(json.dumps({"meta": meta, "results": results, "runs": runs},
+                                            indent=2))
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
