@@ -162,4 +162,4 @@ def test_out_of_memory_names_the_part_and_a_batch_that_fits(monkeypatch):
     message = str(info.value)
     assert "OOM when allocating tensor" in message
     assert "The largest part is" in message
-    assert "batch_size=20 or smaller would fit" in message
+    assert "Try batch_size=20 or smaller: it would fit" in message

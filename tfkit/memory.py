@@ -161,15 +161,15 @@ def out_of_memory_message(estimate: MemoryEstimate, error: Exception) -> str:
     """A message naming the biggest part and a batch size that would fit."""
     fits = estimate.batch_size_that_fits()
     advice = (
-        f"batch_size={fits} or smaller would fit the estimate" if fits
-        else "no batch size fits: the weights, gradients and optimizer state alone are too "
+        f"Try batch_size={fits} or smaller: it would fit the estimate" if fits
+        else "No batch size fits: the weights, gradients and optimizer state alone are too "
         "big; use a smaller model, an optimizer with less state (sgd) or mixed precision"
     )
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     first_line = next((line for line in lines if "OOM" in line), lines[-1] if lines else "")
     return (
         f"out of memory while training: {first_line}. The largest part is "
-        f"{estimate.largest().replace('_', ' ')}; {estimate.describe()}. Try {advice}."
+        f"{estimate.largest().replace('_', ' ')}; {estimate.describe()}. {advice}."
     )
 
 
