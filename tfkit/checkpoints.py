@@ -42,7 +42,7 @@ class Checkpointer:
 
     def __init__(
         self, directory: str, *, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-        chief: bool = True, every_steps: int = 1000, every_seconds: float = 300.0,
+        chief: bool = True, every_steps: float = float("inf"), every_seconds: float = 120.0,
         keep: int = 3,
     ) -> None:
         self.directory, self.chief = directory, chief

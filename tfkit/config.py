@@ -45,8 +45,8 @@ class TrainConfig:
     log_every_steps: int = 10  # step-level scalars in TensorBoard
     histogram_every_steps: int = 50  # weight/gradient histograms and update ratios; 0: off
     profile: bool = False  # a profiler trace of a few calls, for TensorBoard's Profile tab
-    checkpoint_every_steps: int = 1000
-    checkpoint_every_seconds: float = 300.0
+    checkpoint_every_steps: int | None = None  # None: by time (several workers: each epoch)
+    checkpoint_every_seconds: float = 120.0  # saving costs ~0.1 s; a clock keeps it rare
     keep_checkpoints: int = 3
     checkpoint_dir: str | None = None  # default: <logdir>/<run_name>/checkpoints
     resume: bool = True  # same run name: continue from its last checkpoint
@@ -60,8 +60,7 @@ class TrainConfig:
     window: int | None = None  # steps per example: a series' input window, a text's context
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "log_every_steps", "checkpoint_every_steps",
-                     "keep_checkpoints"):
+        for name in ("epochs", "batch_size", "log_every_steps", "keep_checkpoints"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -77,6 +76,15 @@ class TrainConfig:
         _check_choice("on_nan", self.on_nan, ("stop", "restore"))
         _check_choice("mixed_precision", self.mixed_precision,
                       (None, "mixed_float16", "mixed_bfloat16"))
+        if self.checkpoint_every_steps is not None and (
+            isinstance(self.checkpoint_every_steps, bool)
+            or not isinstance(self.checkpoint_every_steps, int)
+            or self.checkpoint_every_steps <= 0
+        ):
+            raise ValueError(
+                f"checkpoint_every_steps must be a positive integer or None, "
+                f"got {self.checkpoint_every_steps!r}"
+            )
         if not self.checkpoint_every_seconds > 0:
             raise ValueError(
                 f"checkpoint_every_seconds must be > 0, got {self.checkpoint_every_seconds!r}"

@@ -165,7 +165,10 @@ class _Run:
         )
         run_name = config.run_name or _default_run_name(spec.name, model.name)
         chief = distribute.is_chief(strategy)
-        checkpointer = _checkpointer(config, run_name, model, optimizer, chief)
+        checkpointer = _checkpointer(
+            config, run_name, model, optimizer, chief,
+            data_lib.steps_per_epoch(spec.n_train, global_batch),
+        )
         state = (checkpointer.restore() if checkpointer else None) or {"step": 0}
         estimate = memory.estimate_memory(model, global_batch // replicas, config.optimizer,
                                           sequence_length=spec.info.get("context"))
@@ -330,7 +333,9 @@ def _seed_everything(config: TrainConfig) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _checkpointer(config, run_name, model, optimizer, chief) -> Checkpointer | None:
+def _checkpointer(
+    config, run_name, model, optimizer, chief, steps_per_epoch
+) -> Checkpointer | None:
     directory = config.checkpoint_dir
     if directory is None and config.logdir:
         directory = os.path.join(config.logdir, run_name, "checkpoints")
@@ -338,12 +343,14 @@ def _checkpointer(config, run_name, model, optimizer, chief) -> Checkpointer | N
         return None
     if not config.resume and chief:
         checkpoints.clear(directory)
+    single = distribute.cluster_workers() == 1
+    every_steps = config.checkpoint_every_steps
+    if every_steps is None:
+        every_steps = float("inf") if single else steps_per_epoch
     return Checkpointer(
-        directory, model=model, optimizer=optimizer, chief=chief,
-        every_steps=config.checkpoint_every_steps,
+        directory, model=model, optimizer=optimizer, chief=chief, every_steps=every_steps,
         # Workers must save at the same steps: a clock would not agree across machines.
-        every_seconds=(config.checkpoint_every_seconds
-                       if distribute.cluster_workers() == 1 else float("inf")),
+        every_seconds=config.checkpoint_every_seconds if single else float("inf"),
         keep=config.keep_checkpoints,
     )
 
