@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from serving.errors import ServingError
-from serving.metrics import LATENCY_BUCKETS_US
+from serving.metrics import LATENCY_BUCKETS_US, escape_label, histogram_lines
 from serving.model_config import _parse_text_proto
 
 logger = logging.getLogger(__name__)
@@ -503,13 +503,8 @@ class BatchMetrics:
             for (metric, model), counts in sorted(histograms.items()):
                 if metric != name:
                     continue
-                labels = f'model_name="{model}"'
-                running = 0
-                for bound, count in zip(bounds, counts, strict=False):
-                    running += count
-                    lines.append(f'{name}_bucket{{{labels},le="{bound:.6g}"}} {running}')
-                running += counts[-2]
-                lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {running}')
-                lines.append(f"{name}_sum{{{labels}}} {counts[-1]:.6g}")
-                lines.append(f"{name}_count{{{labels}}} {running}")
+                # counts: one per bound, the count above the last bound, then the sum.
+                lines += histogram_lines(
+                    name, f'model_name="{escape_label(model)}"', bounds, counts[:-1], counts[-1]
+                )
         return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
@@ -64,24 +64,44 @@ class Metrics:
             f"# TYPE {REQUEST_COUNT} counter",
         ]
         for (model, status), count in sorted(counts.items()):
-            lines.append(f'{REQUEST_COUNT}{{model_name="{_esc(model)}",status="{status}"}} {count}')
+            labels = f'model_name="{escape_label(model)}",status="{status}"'
+            lines.append(f"{REQUEST_COUNT}{{{labels}}} {count}")
         lines += [
             f"# HELP {REQUEST_LATENCY} Distribution of wall time (in microseconds) "
             "for Tensorflow Serving request.",
             f"# TYPE {REQUEST_LATENCY} histogram",
         ]
         for (model, api), counts_by_bucket in sorted(buckets.items()):
-            labels = f'model_name="{_esc(model)}",API="{api}",entrypoint="REST"'
-            running = 0
-            for bound, count in zip(LATENCY_BUCKETS_US, counts_by_bucket, strict=False):
-                running += count
-                lines.append(f'{REQUEST_LATENCY}_bucket{{{labels},le="{bound:.6g}"}} {running}')
-            running += counts_by_bucket[-1]
-            lines.append(f'{REQUEST_LATENCY}_bucket{{{labels},le="+Inf"}} {running}')
-            lines.append(f"{REQUEST_LATENCY}_sum{{{labels}}} {sums[(model, api)]:.6g}")
-            lines.append(f"{REQUEST_LATENCY}_count{{{labels}}} {running}")
+            labels = f'model_name="{escape_label(model)}",API="{api}",entrypoint="REST"'
+            lines += histogram_lines(
+                REQUEST_LATENCY, labels, LATENCY_BUCKETS_US, counts_by_bucket,
+                sums[(model, api)],
+            )
         return "\n".join(lines) + "\n" + "".join(collect() for collect in self._collectors)
 
 
-def _esc(value: str) -> str:
+def escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def histogram_lines(
+    name: str, labels: str, bounds: Sequence[float], counts: Sequence[int], total: float
+) -> list[str]:
+    """One Prometheus histogram series: cumulative buckets, ``+Inf``, sum and count.
+
+    Args:
+        name: The metric name.
+        labels: The series' labels, already formatted (``model_name="m",...``).
+        bounds: The buckets' upper bounds.
+        counts: One count per bound, then the count above the last bound.
+        total: The sum of all observed values.
+    """
+    lines, running = [], 0
+    for bound, count in zip(bounds, counts, strict=False):
+        running += count
+        lines.append(f'{name}_bucket{{{labels},le="{bound:.6g}"}} {running}')
+    running += counts[len(bounds)]
+    lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {running}')
+    lines.append(f"{name}_sum{{{labels}}} {total:.6g}")
+    lines.append(f"{name}_count{{{labels}}} {running}")
+    return lines
