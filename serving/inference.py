@@ -108,19 +108,9 @@ class InferenceCore:
         """``POST ...:classify``: ``examples`` → ``results`` of ``[label, score]`` pairs."""
 
         def answer() -> bytes:
-            doc = self._parse(body)
-            signature_name = json_codec.signature_name(doc)
-            number = self._version(name, version, label)
-            with self.repository.servable(name, number) as servable:
-                signature = _checked(servable.signature(signature_name), CLASSIFY_METHOD,
-                                     "classification")
-                wanted = [a for a in ("classes", "scores") if a in signature.outputs]
-                if not wanted:
-                    raise InvalidArgument(
-                        "Expected classification signature outputs to contain classes or scores"
-                    )
-                examples = json_codec.examples_from_json(doc, "classify")
-                outputs = self._run_examples(name, servable, signature, examples, wanted)
+            examples, outputs = self._on_examples(
+                name, body, version, label, CLASSIFY_METHOD, "classify", _classify_outputs
+            )
             results = _classifications(outputs, len(examples))
             return json_codec.dumps({"results": results}, finite=_finite(outputs))
 
@@ -132,16 +122,9 @@ class InferenceCore:
         """``POST ...:regress``: ``examples`` → ``results``, one float per example."""
 
         def answer() -> bytes:
-            doc = self._parse(body)
-            signature_name = json_codec.signature_name(doc)
-            number = self._version(name, version, label)
-            with self.repository.servable(name, number) as servable:
-                signature = _checked(servable.signature(signature_name), REGRESS_METHOD,
-                                     "regression")
-                if "outputs" not in signature.outputs:
-                    raise InvalidArgument("No regression outputs found in signature.")
-                examples = json_codec.examples_from_json(doc, "regress")
-                outputs = self._run_examples(name, servable, signature, examples, ["outputs"])
+            examples, outputs = self._on_examples(
+                name, body, version, label, REGRESS_METHOD, "regress", _regress_outputs
+            )
             values = outputs["outputs"]
             if values.shape not in ((len(examples),), (len(examples), 1)):
                 raise InvalidArgument(
@@ -151,6 +134,22 @@ class InferenceCore:
             return json_codec.dumps({"results": values.reshape(-1)}, finite=_finite(outputs))
 
         return self._observed(name, "regress", answer, infer=True)
+
+    def _on_examples(
+        self, name: str, body: bytes, version: str | None, label: str | None, method: str,
+        verb: str, outputs_of: Callable[[Signature], list[str]],
+    ) -> tuple[list[bytes], dict[str, np.ndarray]]:
+        """``:classify``/``:regress``: parse, check the signature, run its ``examples``."""
+        doc = self._parse(body)
+        signature_name = json_codec.signature_name(doc)
+        number = self._version(name, version, label)
+        with self.repository.servable(name, number) as servable:
+            what = "classification" if verb == "classify" else "regression"
+            signature = _checked(servable.signature(signature_name), method, what)
+            wanted = outputs_of(signature)
+            examples = json_codec.examples_from_json(doc, verb)
+            outputs = self._run_examples(name, servable, signature, examples, wanted)
+        return examples, outputs
 
     def _parse(self, body: bytes) -> dict[str, Any]:
         doc = json_codec.parse_body(body)
@@ -279,6 +278,21 @@ def _shape_hint(signature: Signature, arrays: dict[str, np.ndarray]) -> str:
                 f"the signature expects {json_codec.shape_text(declared)} (-1: any size)"
             )
     return ""
+
+
+def _classify_outputs(signature: Signature) -> list[str]:
+    wanted = [a for a in ("classes", "scores") if a in signature.outputs]
+    if not wanted:
+        raise InvalidArgument(
+            "Expected classification signature outputs to contain classes or scores"
+        )
+    return wanted
+
+
+def _regress_outputs(signature: Signature) -> list[str]:
+    if "outputs" not in signature.outputs:
+        raise InvalidArgument("No regression outputs found in signature.")
+    return ["outputs"]
 
 
 def _classifications(outputs: dict[str, np.ndarray], batch: int) -> list[list[list[Any]]]:
