@@ -15,6 +15,7 @@ from tfkit import TrainConfig
         ("learning_rate", 0.0, "learning_rate must be > 0"),
         ("validation_split", 1.0, "validation_split must be in [0, 1)"),
         ("optimizer", "adagrad", "optimizer must be one of adam, adamw, sgd, rmsprop"),
+        ("lr_schedule", "step", "lr_schedule must be one of constant, cosine"),
         ("task", "ranking", "task must be one of auto, regression, binary, multiclass"),
         ("strategy", "quantum", "strategy must be one of auto, cpu, gpu, mirrored"),
         ("strategy", "cpu:0", "needs N >= 1"),

@@ -70,3 +70,20 @@ def test_window_option_is_validated(bad):
 def test_window_is_a_cli_flag():
     args = cli._parser().parse_args(["train", "--data", "sunspots", "--window", "36"])
     assert args.window == 36
+
+
+def test_sunspots_are_scaled_as_counts_with_training_statistics():
+    prepared = data.prepare("sunspots", window=12)
+    info = prepared.spec.info
+    history = sequences.load_series("sunspots").values[:-624]
+    assert info["scale"] == "sqrt" and data.prepare("co2").spec.info["scale"] == "linear"
+    assert info["mean"] == pytest.approx(np.sqrt(history).mean())
+    assert info["std"] == pytest.approx(np.sqrt(history).std())
+    assert any("square roots" in line for line in prepared.spec.report)
+
+
+def test_sqrt_scale_refuses_negative_values():
+    with pytest.raises(ValueError, match="scale 'sqrt' needs non-negative values"):
+        sequences.Series.from_values([1.0, -2.0, 3.0], scale="sqrt")
+    with pytest.raises(ValueError, match="scale must be one of linear, sqrt"):
+        sequences.Series.from_values([1.0, 2.0], scale="log")

@@ -149,3 +149,27 @@ def test_export_check_is_relative_for_values_in_a_series_units():
     _compare("forecast", np.float32([250.00003]), np.float32([250.0]))  # float32 rounding
     with pytest.raises(ExportVerificationError, match="differs"):
         _compare("forecast", np.float32([250.01]), np.float32([250.0]))
+
+
+
+@pytest.mark.parametrize("change", [0.0, 0.5])
+def test_count_forecaster_answers_in_counts_also_when_served(tmp_path, change):
+    """sqrt in, square out: a learned change c (scaled units) answers (sqrt(last) + c*std)**2."""
+    from serving import create_app
+    from tfkit.export import export_model
+
+    counts = sequences.Series.from_values(np.random.default_rng(0).poisson(40.0, 120), "counts",
+                                          scale="sqrt")
+    prepared = data.prepare(counts, window=6)
+    model = models.build("lstm", prepared.spec, units=4)
+    kernel, bias = model.get_layer("scaled_change").get_weights()
+    model.get_layer("scaled_change").set_weights([np.zeros_like(kernel), bias * 0 + change])
+    window = prepared.validation_arrays[0][:3]
+    want = (np.sqrt(window[:, -1]) + change * prepared.spec.info["std"]) ** 2
+    np.testing.assert_allclose(model(window).numpy().reshape(-1), want, rtol=1e-5)
+
+    export_model(model, tmp_path / "counts", task="regression", example=window)
+    client = create_app({"MODELS": str(tmp_path), "FILE_SYSTEM_POLL_WAIT_SECONDS": 0}).test_client()
+    answer = client.post("/v1/models/counts:predict", json={"instances": window.tolist()})
+    assert answer.status_code == 200, answer.get_json()
+    np.testing.assert_allclose(answer.get_json()["predictions"], want, rtol=1e-5)

@@ -8,6 +8,7 @@ from typing import Any
 
 TASKS = ("auto", "regression", "binary", "multiclass")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine")
 STRATEGY_NAMES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
 MISSING_POLICIES = ("drop", "impute")
 _CPU_N = re.compile(r"^cpu:(\d+)$")
@@ -31,6 +32,7 @@ class TrainConfig:
     batch_size: int = 32  # global batch, split across replicas
     learning_rate: float = 1e-3
     optimizer: str = "adam"
+    lr_schedule: str = "constant"  # "cosine": down to ~0 by the last epoch, which settles
     validation_split: float = 0.2
     seed: int = 0
     strategy: Any = "auto"
@@ -72,6 +74,7 @@ class TrainConfig:
             )
         _check_choice("task", self.task, TASKS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("missing", self.missing, MISSING_POLICIES)
         _check_choice("on_nan", self.on_nan, ("stop", "restore"))
         _check_choice("mixed_precision", self.mixed_precision,

@@ -20,11 +20,14 @@ from tfkit.data import _PEEK, DataSpec, PreparedData, _in_memory
 
 log = logging.getLogger(__name__)
 
-# name -> (default window, what one step is)
-SERIES: dict[str, tuple[int, str]] = {
-    "sunspots": (24, "month"),  # two years of months: a solar cycle is ~11 years
-    "co2": (52, "week"),  # one year of weeks: the seasonal cycle
+# name -> (default window, what one step is, scale the model sees the values on)
+SERIES: dict[str, tuple[int, str, str]] = {
+    # Two years of months (a solar cycle is ~11 years). Counts: the month-to-month
+    # noise grows with the level, and a square root makes it about even.
+    "sunspots": (24, "month", "sqrt"),
+    "co2": (52, "week", "linear"),  # one year of weeks: the seasonal cycle
 }
+SCALES = ("linear", "sqrt")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -38,6 +41,8 @@ class Series:
         filled: True where a value was missing and has been filled in; such
             values serve as inputs but are never a label.
         report: what was done to the series, in words.
+        scale: "linear", or "sqrt" for counts (non-negative, noise growing with
+            the level): a model sees the square roots and squares its prediction.
     """
 
     name: str
@@ -45,14 +50,21 @@ class Series:
     times: np.ndarray
     filled: np.ndarray
     report: tuple[str, ...] = ()
+    scale: str = "linear"
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}; got {self.scale!r}")
+        if self.scale == "sqrt" and (self.values < 0).any():
+            raise ValueError("scale 'sqrt' needs non-negative values (counts); use 'linear'")
 
     @classmethod
-    def from_values(cls, values: Any, name: str = "series") -> Series:
+    def from_values(cls, values: Any, name: str = "series", scale: str = "linear") -> Series:
         """A series from an array; missing values (NaN) are filled as in `fill_gaps`."""
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         filled_values, filled, note = fill_gaps(values)
         return cls(name, filled_values, np.arange(len(values)).astype(str), filled,
-                   (note,) if note else ())
+                   (note,) if note else (), scale)
 
 
 def is_series(data: Any) -> bool:
@@ -76,7 +88,7 @@ def load_series(name: str) -> Series:
     time_column, value_column = frame.columns[:2]
     values, filled, note = fill_gaps(frame[value_column].to_numpy(np.float64))
     return Series(name, values, frame[time_column].astype(str).to_numpy(), filled,
-                  (note,) if note else ())
+                  (note,) if note else (), SERIES[name][2])
 
 
 def fill_gaps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
@@ -118,7 +130,8 @@ def prepare_series(
     The last `validation_split` of the label times is validation; training
     windows end before the first validation time, and the mean and standard
     deviation in the spec (for a model to scale by) are those of the training
-    part. Windows whose label was a filled gap are dropped.
+    part, on the model's scale (of the square roots for a "sqrt" series).
+    Windows whose label was a filled gap are dropped.
 
     Args:
         data: a `Series` or a bundled series name.
@@ -147,8 +160,10 @@ def prepare_series(
     train_x, train_y = make_windows(series.values, window, train_t)
     val_x, val_y = make_windows(series.values, window, val_t) if n_val else (None, None)
     history = series.values[:split][real[:split]]
+    if series.scale == "sqrt":
+        history = np.sqrt(history)
     info = {
-        "series": series.name, "window": window,
+        "series": series.name, "window": window, "scale": series.scale,
         "mean": float(history.mean()), "std": float(history.std() or 1.0),
         "first_validation_time": str(series.times[split]) if n_val else None,
         "naive_validation_mae": naive_mae(val_x, val_y) if n_val else None,
@@ -158,6 +173,9 @@ def prepare_series(
         f"{series.times[split - 1]}; {len(val_t)} validation windows with labels from "
         f"{info['first_validation_time']} (split by time)"
     )]
+    if series.scale == "sqrt":
+        report.append("the model sees square roots of the values (counts: it evens out the "
+                      "noise) and squares its prediction back")
     if len(train_t) + len(val_t) < n - window:
         report.append(f"dropped {n - window - len(train_t) - len(val_t)} windows whose label "
                       "was a filled gap")

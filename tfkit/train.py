@@ -20,6 +20,7 @@ from tfkit.config import TrainConfig
 from tfkit.export import export_model
 from tfkit.interrupts import StopRequests
 from tfkit.monitor import Monitor
+from tfkit.schedules import CosineDecay
 from tfkit.steps import Steps
 from tfkit.summaries import RunWriter
 
@@ -144,6 +145,7 @@ class _Run:
     estimate: memory.MemoryEstimate
     checkpointer: Checkpointer | None
     state: dict[str, Any]
+    schedule: CosineDecay | None = None  # set by fit; a rollback lowers its base
 
     @classmethod
     def build(cls, config: TrainConfig, strategy, prepared: data_lib.PreparedData) -> _Run:
@@ -215,8 +217,12 @@ class _Run:
             log.info("run already finished (%d steps); raise epochs or pass resume=False to "
                      "train again", self.state["step"])
             return self.state["history"]
+        if self.config.lr_schedule == "cosine":
+            self.schedule = CosineDecay(self.steps.optimizer, self.config.learning_rate,
+                                        self.config.epochs)
         callback_list = keras.callbacks.CallbackList(
-            _callbacks(self.config, callbacks), add_history=False, add_progbar=False,
+            _callbacks(self.config, callbacks) + ([self.schedule] if self.schedule else []),
+            add_history=False, add_progbar=False,
             model=self.model, epochs=self.config.epochs, steps=self.steps_per_epoch,
         )
         monitor = Monitor(self.writer, self.steps, log_every_steps=self.config.log_every_steps,
@@ -274,6 +280,8 @@ class _Run:
         self.state = restored
         lr = self.config.learning_rate / 2**restores
         self.steps.optimizer.learning_rate.assign(lr)
+        if self.schedule:
+            self.schedule.base = lr
         log.warning("non-finite loss: rolled back to step %d with learning rate %g "
                     "(restore %d of %d)", restored["step"], lr, restores,
                     self.config.max_nan_restores)

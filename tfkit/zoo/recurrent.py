@@ -28,7 +28,8 @@ def lstm(spec: DataSpec, units: int = 64, layers: int = 1, embedding: int = 32) 
         embedding: character embedding size, for text.
 
     Example:
-        >>> result = tfkit.train("sunspots", model="lstm", window=24)  # doctest: +SKIP
+        >>> result = tfkit.train("sunspots", model="lstm", window=24, epochs=30,
+        ...                      lr_schedule="cosine")  # doctest: +SKIP
     """
     return _recurrent(spec, keras.layers.LSTM, "lstm", units, layers, embedding)
 
