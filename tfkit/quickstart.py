@@ -71,9 +71,10 @@ def _predict(port: int, name: str, row: dict) -> dict:
     while True:
         try:
             request = urllib.request.Request(url, data=body, method="POST")
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read())
-        except (urllib.error.URLError, ConnectionError) as err:
+        # a busy machine may accept the connection before the model has loaded: retry
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the model server did not answer within "
                                    f"{SERVER_START_SECONDS}s: {err}") from None
