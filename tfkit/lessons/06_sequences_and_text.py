@@ -56,7 +56,7 @@ def forecast_sunspots(logdir: str, epochs: int) -> dict:
     result = tfkit.train(
         "sunspots", model="lstm", window=24, epochs=epochs, batch_size=32, seed=SEED,
         strategy="cpu", logdir=logdir, run_name="sunspots_lstm", resume=False, export=None,
-        verbose=False, histogram_every_steps=0,
+        verbose=False, histogram_every_steps=0, lr_schedule="cosine",
     )
     spec = result.spec
     naive = spec.info["naive_validation_mae"]
@@ -136,7 +136,7 @@ def main() -> int:
     logdir = os.path.join(args.workdir, "tensorboard_logs", RUN_GROUP)
     shutil.rmtree(logdir, ignore_errors=True)  # a re-run replaces its old curves
 
-    forecast_sunspots(logdir, epochs=4 if args.fast else 40)
+    forecast_sunspots(logdir, epochs=4 if args.fast else 30)
     write_like_docstrings(logdir, args.fast)
 
     print(f"\nWrote: {os.path.join(logdir, 'sunspots_lstm')}")
