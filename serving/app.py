@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Response
@@ -68,7 +68,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         >>> app = create_app({"MODELS": "models"})          # doctest: +SKIP
         >>> app.test_client().get("/v1/models/penguins").json  # doctest: +SKIP
     """
-    app = Flask(__name__)
+    app = _App(__name__)
     app.config.from_mapping(DEFAULTS)
     app.config.from_mapping(security.DEFAULTS)
     app.config.from_prefixed_env("TFKIT")
@@ -103,6 +103,24 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+class _App(Flask):
+    """Flask, remembering which hooks and views are coroutine functions.
+
+    Flask asks ``inspect.iscoroutinefunction`` of each hook and view on every
+    request; this server has none, and the answer never changes for a function.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync_functions: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        known = self._sync_functions.get(func)
+        if known is None:
+            known = self._sync_functions[func] = super().ensure_sync(func)
+        return known
 
 
 def _discovery(config: Mapping[str, Any]):

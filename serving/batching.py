@@ -323,6 +323,9 @@ def _concatenate(parts: list[np.ndarray], padding: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
+_UNCOUNTED = contextlib.nullcontext()
+
+
 class Batcher:
     """Merges concurrent runs of the same model signature.
 
@@ -349,21 +352,24 @@ class Batcher:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._arriving = 0
+        self._counting = self.params.enabled and bool(self.params.batch_timeout_micros)
 
     def arriving(self) -> int:
         """Requests inside the server that have not reached their model run yet."""
         return self._arriving
 
-    @contextlib.contextmanager
-    def arrival(self) -> Iterator[None]:
+    def arrival(self) -> contextlib.AbstractContextManager[None]:
         """Counts a request as on its way to a model run until it gets there (or fails).
 
         Only counted when ``batch_timeout_micros`` is set: a batch waits to fill
         only while such requests exist.
         """
-        if not (self.params.enabled and self.params.batch_timeout_micros):
-            yield
-            return
+        if not self._counting:
+            return _UNCOUNTED
+        return self._counted_arrival()
+
+    @contextlib.contextmanager
+    def _counted_arrival(self) -> Iterator[None]:
         with self._lock:
             self._arriving += 1
         self._local.arrived = True
@@ -426,10 +432,15 @@ class Batcher:
             Unavailable: The queue is full.
             ServingError: The model run failed.
         """
-        self._depart()
-        rows = _rows(arrays) if batchable and self.params.enabled else None
-        if rows is None or rows > self.params.max_batch_size:
-            return run_fn(arrays)
+        queue = self.queue(owner, model, queue_key) if batchable and self.params.enabled else None
+        return self.run_queued(queue, arrays, run_fn)
+
+    def queue(self, owner: object, model: str, queue_key: tuple) -> _Queue:
+        """The queue of calls sharing ``queue_key``; made on first use, dropped with ``owner``.
+
+        A caller may keep it (per model version and signature) and pass it to
+        ``run_queued``, sparing each request the look-ups.
+        """
         queues = self._queues.get(owner)
         if queues is None:
             with self._lock:
@@ -438,6 +449,19 @@ class Batcher:
         if queue is None:
             with self._lock:
                 queue = queues.setdefault(queue_key, _Queue(model, self.params, self.metrics))
+        return queue
+
+    def run_queued(
+        self, queue: _Queue | None, arrays: dict[str, np.ndarray], run_fn: RunFn
+    ) -> list[np.ndarray]:
+        """``run`` on a queue from ``queue``; None runs alone (batching off, or not batchable)."""
+        if self._counting:
+            self._depart()
+        if queue is None:
+            return run_fn(arrays)
+        rows = _rows(arrays)
+        if rows is None or rows > self.params.max_batch_size:
+            return run_fn(arrays)
         return queue.run(arrays, rows, run_fn, self.arriving)
 
 

@@ -8,7 +8,9 @@ model (memory × N), polls the repository on its own (for a moment two requests
 may see different versions), batches only its own requests, and keeps its own
 Prometheus metrics (a scrape sees one worker's). More workers do help small
 models, whose requests are bound by the GIL: on 2 cores, the 32→128→2 benchmark
-MLP at 16 connections served 10-35% more requests/s with 2 workers than with 1.
+MLP at 16 connections served 1742 requests/s with 2 workers and 973 with 1 (a
+model-less Flask app, same settings: 2753 and 1460); see benchmarks/RESULTS.md.
+One worker stays the default until metrics can be shared across workers.
 The app is created in each worker after the fork (gunicorn's master never imports
 TensorFlow, which is not fork-safe), and gunicorn gives us graceful SIGTERM
 handling. Measured on a 2-core machine (client on the same cores), half_plus_two,

@@ -6,6 +6,7 @@ returns the answer body or raises a ``ServingError``; the web layer only routes.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable
@@ -24,6 +25,18 @@ T = TypeVar("T")
 
 _DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: "²".isdigit() is True
 _MAX_VERSION = 2**63 - 1  # TF Serving parses versions as int64
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A call of one signature with given inputs and outputs, resolved on its first request.
+
+    Kept in ``Servable.plans``, so it lives exactly as long as the model version.
+    """
+
+    feed_names: tuple[str, ...]
+    fetches: tuple[str, ...]
+    queue: Any  # the batcher's queue; None when the call never merges with others
 
 
 class InferenceCore:
@@ -174,20 +187,16 @@ class InferenceCore:
         Returns:
             The outputs named in ``aliases``, by alias.
         """
-        feed_names = [signature.inputs[alias].tensor_name for alias in arrays]
-        fetches = [signature.outputs[alias].tensor_name for alias in aliases]
+        key = (signature.name, *arrays, "->", *aliases)
+        plan = servable.plans.get(key)
+        if plan is None:
+            plan = servable.plans.setdefault(key, self._plan(name, servable, signature, key))
 
         def run_fn(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
-            return servable.run(dict(zip(feed_names, batch.values(), strict=True)), fetches)
+            return servable.call(plan.feed_names, plan.fetches, batch.values())
 
-        batchable = self.batcher.batchable(
-            servable, servable.signature_defs[signature.name], signature.name
-        )
         try:
-            values = self.batcher.run(
-                servable, name, (signature.name, *arrays, "->", *aliases), arrays, run_fn,
-                batchable,
-            )
+            values = self.batcher.run_queued(plan.queue, arrays, run_fn)
         except ServingError as exc:
             hint = _shape_hint(signature, arrays) if exc.code == "INVALID_ARGUMENT" else ""
             if not hint:
@@ -196,6 +205,17 @@ class InferenceCore:
             error.code = exc.code
             raise error from None
         return {alias: np.asarray(value) for alias, value in zip(aliases, values, strict=True)}
+
+    def _plan(self, name: str, servable: Servable, signature: Signature, key: tuple) -> _Plan:
+        inputs, outputs = key[1 : key.index("->")], key[key.index("->") + 1 :]
+        batchable = self.batcher.params.enabled and self.batcher.batchable(
+            servable, servable.signature_defs[signature.name], signature.name
+        )
+        return _Plan(
+            feed_names=tuple(signature.inputs[alias].tensor_name for alias in inputs),
+            fetches=tuple(signature.outputs[alias].tensor_name for alias in outputs),
+            queue=self.batcher.queue(servable, name, key) if batchable else None,
+        )
 
     def _run_examples(
         self,

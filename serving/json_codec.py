@@ -286,7 +286,13 @@ def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """
     with np.errstate(over="ignore", invalid="ignore"):
         result = array.astype(spec.np_dtype, copy=False)
-    if result.dtype.kind == "f" and result is not array and result.size:
+        # A finite sum rules out an infinity in one pass; only when there may be one
+        # (or the sum itself overflowed) is each value compared with its source.
+        suspect = (
+            result.dtype.kind == "f" and result is not array and result.size
+            and not math.isfinite(np.add.reduce(result, axis=None))
+        )
+    if suspect:
         overflowed = np.isinf(result) & ~np.isinf(array)
         if overflowed.any():
             first = array.flat[int(np.argmax(overflowed))]
@@ -497,7 +503,8 @@ def encode_predict(outputs: Mapping[str, np.ndarray], fmt: RequestFormat) -> byt
     if len(columns) == 1:
         rows = next(iter(columns.values()))
     else:
-        rows = [{name: column[i] for name, column in columns.items()} for i in range(batch)]
+        names = list(columns)
+        rows = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
     return dumps({"predictions": rows}, finite=_all_finite(outputs))
 
 
@@ -508,8 +515,8 @@ def _jsonable(name: str, array: np.ndarray) -> Any:
         flat = [
             {_B64: base64.b64encode(v).decode()} if as_b64 else _text(v) for v in array.ravel()
         ]
-        if array.ndim == 0:
-            return flat[0]
+        if array.ndim <= 1:
+            return flat[0] if array.ndim == 0 else flat
         listed = np.empty(len(flat), dtype=object)
         listed[:] = flat
         return listed.reshape(array.shape).tolist()

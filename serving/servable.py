@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import pathlib
 import threading
+from collections.abc import Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -122,6 +123,9 @@ class Servable:
             for key, sig in self.signature_defs.items()
         }
         self._callables: dict[tuple, object] = {}
+        # Whatever a request needs that depends only on this version and the call's
+        # signature, inputs and outputs, worked out by its first request (see inference.py).
+        self.plans: dict[tuple, object] = {}
         self._lock = threading.Lock()
         self._in_flight = 0
         self._retired = False
@@ -155,17 +159,25 @@ class Servable:
         Raises:
             ServingError: The run failed; the code is TensorFlow's.
         """
-        feed_names = tuple(feeds)
-        key = (feed_names, tuple(fetches))
-        fn = self._callables.get(key)
+        return self.call(tuple(feeds), tuple(fetches), feeds.values())
+
+    def call(
+        self, feed_names: tuple[str, ...], fetches: tuple[str, ...], values: Iterable[np.ndarray]
+    ) -> list[np.ndarray]:
+        """``run`` with the feed names apart from their values, as a request plan keeps them.
+
+        Raises:
+            ServingError: The run failed; the code is TensorFlow's.
+        """
+        fn = self._callables.get((feed_names, fetches))
         if fn is None:
             fn = self._make_callable(feed_names, fetches)
         try:
-            return fn(*feeds.values())
+            return fn(*values)
         except tf.errors.OpError as exc:
             raise from_tf_error(exc) from None
 
-    def _make_callable(self, feed_names: tuple[str, ...], fetches: list[str]):
+    def _make_callable(self, feed_names: tuple[str, ...], fetches: tuple[str, ...]):
         options = config_pb2.CallableOptions(feed=list(feed_names), fetch=list(fetches))
         with self._lock:
             try:
@@ -202,6 +214,7 @@ class Servable:
 
     def _close(self) -> None:
         self._callables.clear()
+        self.plans.clear()
         self._session.close()
         logger.info("Unloaded %s version %d", self.path.parent.name, self.version)
 
