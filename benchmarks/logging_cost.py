@@ -13,7 +13,9 @@ checkpoint cost and the difference is logging alone.
 
 Each run is timed end to end (data checks, model build, tracing, training,
 closing the event files) by the wall clock and by this process's CPU time;
-the CPU time is less disturbed by other work on a shared machine.
+the CPU time is less disturbed by other work on a shared machine. Garbage
+is collected before each run: otherwise collecting one run's traced graphs
+(seconds, at a moment the collector picks) lands in whichever run is next.
 
 `--breakdown` adds arms that switch one part of logging off, to attribute
 the cost: `no_histograms` (histogram_every_steps=0: no inspections, no
@@ -28,6 +30,7 @@ from per-step costs.
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 import time
 
@@ -57,6 +60,9 @@ def timed(x, y, epochs: int, folder: str, arm: dict) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of one tfkit.train run."""
     options = dict(arm)
     options["logdir"] = f"{folder}/logs" if options["logdir"] else None
+    # The previous run's traced graphs are garbage in reference cycles; collected
+    # here, not at a random point of this run.
+    gc.collect()
     wall, cpu = time.perf_counter(), time.process_time()
     tfkit.train((x, y), model=mlp, task="multiclass", epochs=epochs, batch_size=32,
                 validation_split=0.0, strategy="cpu", export=None, verbose=False, seed=0,
