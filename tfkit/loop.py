@@ -92,16 +92,18 @@ class _Calls:
         if self.profile and self.count == 1:
             self.writer.start_profile()
             self.profiling = True
-        started = time.perf_counter()
-        out = self.steps.train(self.iterator, tf.constant(n))
-        out = {k: float(v) for k, v in out.items()}  # the one host sync per call
-        seconds = time.perf_counter() - started
-        ran = int(out["steps"])
-        self.monitor.after_call(step + ran, ran, seconds, out, complete=ran == n)
+        if self.monitor.wants_inspection(step):
+            out, n, seconds = self.monitor.inspect(self.iterator, step), 1, 0.0
+        else:
+            started = time.perf_counter()
+            out, _ = self.steps.train(self.iterator, tf.constant(n))
+            out = {k: float(v) for k, v in out.items()}  # the one host sync per call
+            seconds = time.perf_counter() - started
+            self.monitor.after_call(step + int(out["steps"]), int(out["steps"]), seconds, out)
         if first and self.writer.enabled:
             self.writer.graph(self.steps.traced_graph(self.iterator))
-        elif not first and ran:
-            sizer.update(ran, seconds)  # the first call traces: no measure
+        elif not first and seconds and out["steps"]:
+            sizer.update(int(out["steps"]), seconds)  # the first call traces: no measure
         self.count += 1
         if self.profiling and self.count > PROFILED_CALLS:
             self.finish()

@@ -1,26 +1,25 @@
 """What to log while training runs, and when: step scalars, histograms, update ratios.
 
-The loop hands the monitor every call's totals. When due, it also inspects
-the call's last step, which the compiled steps kept aside (the weights it
-started from and its gradient; see steps.LastStep): weight and gradient
-histograms and per-layer update ratios. Everything here runs between calls,
-never inside the compiled step, and the writer builds and writes the events
-on its own thread.
+The loop asks the monitor before each call whether this call should be an
+inspection (one step that also returns the gradient, with the weights read
+before and after it) and hands it every call's totals afterwards. Everything
+here runs between calls, never inside the compiled step.
 """
 
 from __future__ import annotations
 
 import collections
 import time
+from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from tfkit import memory
 from tfkit.steps import Steps, accumulate, summarize
 from tfkit.summaries import RunWriter
 
-# Inspections (copying weights and gradients to the host) may take this share of
-# training time at most.
+# Inspections (a one-step call, weight copies) may take this share of training time at most.
 INSPECTION_BUDGET = 0.02
 
 
@@ -29,18 +28,21 @@ class Monitor:
 
     Args:
         writer: the run's writer (a no-op on non-chief workers).
-        steps: the compiled steps (model, optimizer, the kept last step).
+        steps: the compiled steps (model, optimizer, inspect call).
         log_every_steps: scalars every this many steps.
         histogram_every_steps: weight/gradient histograms and update ratios
             every this many steps (0 turns them off), as the time budget
-            allows, and at least once an epoch. They are taken at the end of
-            a call, so at most once per call.
+            allows, and at least once an epoch.
         steps_per_epoch: the epoch's length.
+        synchronized: several workers run this loop in lockstep. Their calls
+            must line up (a collective matches its peers call by call), so
+            inspections then follow the step interval alone, on every worker,
+            and only the chief's writer writes.
     """
 
     def __init__(
         self, writer: RunWriter, steps: Steps, *, log_every_steps: int,
-        histogram_every_steps: int, steps_per_epoch: int,
+        histogram_every_steps: int, steps_per_epoch: int, synchronized: bool = False,
     ) -> None:
         self.writer, self.steps = writer, steps
         self.log_every = log_every_steps
@@ -54,49 +56,53 @@ class Monitor:
         self._train_seconds = 0.0
         self._steps_per_epoch = steps_per_epoch
         self._inspected_epoch = -1
+        self._synchronized = synchronized
 
-    def _inspection_due(self, step: int) -> bool:
+    def wants_inspection(self, step: int) -> bool:
         """Due by the interval, and within the time budget or not yet done this epoch."""
-        if self.steps.last_step is None or not self.histogram_every or not self.writer.enabled:
+        if not (self.steps.keep_gradients and self.histogram_every):
             return False
         if step < self._next_histogram:
             return False
-        return (
-            self._inspected_epoch < (step - 1) // self._steps_per_epoch
+        if self._synchronized:
+            return True
+        return self.writer.enabled and (
+            self._inspected_epoch < step // self._steps_per_epoch
             or self._inspect_seconds <= INSPECTION_BUDGET * self._train_seconds
         )
 
-    def _inspect(self, step: int) -> None:
-        """Histograms and update ratios of the step that ended at `step`."""
+    def inspect(self, iterator: Any, step: int) -> dict[str, float]:
+        """Run one ordinary training step, measured inside out; returns its totals.
+
+        All of its time counts against the budget, the step's included: it
+        is one more call, and it cut the call before it short.
+        """
         started = time.perf_counter()
-        last = self.steps.last_step
-        before, gradients = last.read()
-        after = _values(self.steps.model.trainable_variables)
-        names = last.names
-        self.writer.histograms("train", step=step, values={
+        variables = self.steps.model.trainable_variables
+        before = _values(variables)
+        call_started = time.perf_counter()
+        out, gradients = self.steps.train(iterator, tf.constant(1))
+        totals = {k: float(v) for k, v in out.items()}
+        seconds = time.perf_counter() - call_started
+        after = _values(variables)
+        names = [v.path for v in variables]
+        self.writer.histograms("train", step=step + 1, values={
             **{f"weights/{n}": w for n, w in zip(names, after, strict=True)},
-            **{f"gradients/{n}": g for n, g in zip(names, gradients, strict=True)},
+            **{f"gradients/{n}": g.numpy() for n, g in zip(names, gradients, strict=True)},
         })
         # Computed on the writer's thread: for a large model the norms take a while.
-        self.writer.scalars("train", step=step, values=lambda: {
+        self.writer.scalars("train", step=step + 1, values=lambda: {
             f"update_ratio/{layer}": ratio
             for layer, ratio in update_ratios(names, before, after).items()
         })
         self._next_histogram = step + self.histogram_every
-        self._inspected_epoch = (step - 1) // self._steps_per_epoch
+        self._inspected_epoch = step // self._steps_per_epoch
         self._inspect_seconds += time.perf_counter() - started
+        self.after_call(step + 1, 1, seconds, totals)
+        return totals
 
-    def after_call(
-        self, step: int, n: int, seconds: float, totals: dict[str, float], *,
-        complete: bool = True,
-    ) -> None:
-        """Account one call of n steps ending at `step`; write scalars and inspect when due.
-
-        A call cut short (`complete=False`, at a non-finite loss) did not keep
-        its last step: nothing is inspected.
-        """
-        if complete and n and self._inspection_due(step):
-            self._inspect(step)
+    def after_call(self, step: int, n: int, seconds: float, totals: dict[str, float]) -> None:
+        """Account one call of n steps ending at `step`; write scalars when due."""
         accumulate(self._pending, totals)
         self._pending_steps += n
         self._pending_seconds += seconds

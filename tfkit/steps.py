@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -33,9 +32,9 @@ class Steps:
     The replica step is the lesson in code: forward pass, loss, backward pass,
     update. `train(iterator, n)` runs n of them in one `tf.function` call so a
     small model is not bound by Python overhead; the only host sync is the
-    totals it returns. With `keep_gradients`, every call also keeps its last
-    step's whole gradient and the weights that step started from in
-    `last_step`, for histograms and update ratios.
+    totals it returns. With `keep_gradients`, it also returns the last step's
+    whole gradient (for histograms), carried through the loop rather than
+    computed by a second traced function.
     """
 
     def __init__(
@@ -54,7 +53,7 @@ class Steps:
         self.strategy = strategy
         self.global_batch_size = global_batch_size
         self.clip_norm = clip_norm
-        self.last_step = LastStep(model.trainable_variables) if keep_gradients else None
+        self.keep_gradients = keep_gradients
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self.loss_fn = loss_for(task)
         step = tf.function(self._replica_train_step, jit_compile=jit_compile)
@@ -86,7 +85,7 @@ class Steps:
         gradients, total, norm = self._clip(gradients, last)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))  # 4. w -= lr*grad
         stats = {**self._stats(y, predictions, per_example), "grad_norm": norm}
-        return {**stats, "gradients": total} if self.last_step is not None else stats
+        return {**stats, "gradients": total} if self.keep_gradients else stats
 
     def _clip(self, gradients: list, last: tf.Tensor) -> tuple[list, list, tf.Tensor]:
         """Gradients clipped by the global norm, the all-reduced gradient, and its norm.
@@ -147,27 +146,25 @@ class Steps:
             stats["mae"] = tf.reduce_sum(error)
         return stats
 
-    def _train_many(self, iterator: Any, n: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _train_many(self, iterator: Any, n: tf.Tensor) -> tuple[dict[str, tf.Tensor], list]:
         """Up to n steps; stops early at a non-finite loss (`steps` < n tells)."""
         totals = self._zeros(train=True)
+        last = [tf.zeros_like(v) for v in self.model.trainable_variables]
         for i in tf.range(n):
             x, y = next(iterator)
-            last = tf.equal(i, n - 1)
-            if self.last_step is not None:
-                tf.cond(last, lambda: self.last_step.keep_weights(self.model), lambda: None)
-            per_replica = self.strategy.run(self._compiled_replica_step, args=(x, y, last))
-            if self.last_step is not None:
+            per_replica = self.strategy.run(
+                self._compiled_replica_step, args=(x, y, tf.equal(i, n - 1))
+            )
+            if self.keep_gradients:
                 # The all-reduced gradient is the same on every replica: keep the first.
-                first = [self.strategy.experimental_local_results(g)[0]
-                         for g in per_replica.pop("gradients")]
-                tf.cond(last, lambda first=first: self.last_step.keep_gradients(first),
-                        lambda: None)
+                gradients = per_replica.pop("gradients")
+                last = [self.strategy.experimental_local_results(g)[0] for g in gradients]
             step = self._reduce(per_replica)
             if not tf.math.is_finite(step["loss"]):
                 break
             step = {**step, "steps": tf.constant(1.0), "last_loss": step["loss"] / step["count"]}
             totals = {k: step[k] if k in _LATEST else totals[k] + step[k] for k in totals}
-        return totals
+        return totals, (last if self.keep_gradients else [])
 
     def _evaluate(self, dataset: Any) -> dict[str, tf.Tensor]:
         totals = self._zeros(train=False)
@@ -189,38 +186,6 @@ class Steps:
         if train:
             keys += ["grad_norm", "steps", "last_loss"]
         return {k: tf.constant(0.0) for k in keys}
-
-
-class LastStep:
-    """A call's last step, for inspection: the weights it started from and its gradient.
-
-    Variables written under a condition on the last step only. Carrying the
-    gradient out of the step loop as loop values instead cost every step
-    (measured 4-6 % more CPU time per step on the benchmark MLP); the
-    conditional writes cost about nothing. Holds a copy of the weights and
-    one of the gradient.
-    """
-
-    def __init__(self, variables: list) -> None:
-        self.names = [v.path for v in variables]
-        self.weights = [_zeros_like(v) for v in variables]
-        self.gradients = [_zeros_like(v) for v in variables]
-
-    def keep_weights(self, model: keras.Model) -> None:
-        for kept, variable in zip(self.weights, model.trainable_variables, strict=True):
-            kept.assign(variable.value)
-
-    def keep_gradients(self, gradients: list[tf.Tensor]) -> None:
-        for kept, gradient in zip(self.gradients, gradients, strict=True):
-            kept.assign(tf.cast(gradient, kept.dtype))
-
-    def read(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """(weights before the last step, its gradient) as numpy arrays."""
-        return [v.numpy() for v in self.weights], [g.numpy() for g in self.gradients]
-
-
-def _zeros_like(variable: Any) -> tf.Variable:
-    return tf.Variable(tf.zeros(variable.shape, variable.dtype), trainable=False)
 
 
 def per_example_mean(values: tf.Tensor) -> tf.Tensor:

@@ -221,7 +221,8 @@ class _Run:
         )
         monitor = Monitor(self.writer, self.steps, log_every_steps=self.config.log_every_steps,
                           histogram_every_steps=self.config.histogram_every_steps,
-                          steps_per_epoch=self.steps_per_epoch)
+                          steps_per_epoch=self.steps_per_epoch,
+                          synchronized=self.workers > 1)
         restores = 0
         while True:
             position = loop.Position(
