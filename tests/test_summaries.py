@@ -163,3 +163,121 @@ def test_out_of_memory_names_the_part_and_a_batch_that_fits(monkeypatch):
     assert "OOM when allocating tensor" in message
     assert "The largest part is" in message
     assert "Try batch_size=20 or smaller: it would fit" in message
+
+
+def _events(folder):
+    """Every event in a folder's event files, in the order written."""
+    import glob
+
+    import tensorflow as tf
+
+    paths = sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*")))
+    return [event for path in paths for event in tf.compat.v1.train.summary_iterator(path)]
+
+
+def _tensors(folder):
+    """{tag: [(step, array), ...]} of the summaries in a folder."""
+    import tensorflow as tf
+
+    out = {}
+    for event in _events(folder):
+        for value in event.summary.value:
+            out.setdefault(value.tag, []).append((event.step, tf.make_ndarray(value.tensor)))
+    return out
+
+
+def test_event_file_holds_tags_and_values(tmp_path):
+    import numpy as np
+
+    from tfkit.summaries import HISTOGRAM_BUCKETS, RunWriter
+
+    writer = RunWriter(str(tmp_path), "run")
+    writer.scalars("train", step=3, values={"loss": 0.25, "accuracy": np.float32(0.5)})
+    writer.scalars("train", step=7, values=lambda: {"loss": 0.125})
+    writer.histograms("train", step=7, values={"weights/w": np.arange(100.0)})
+    writer.text("train", "note", "**hello**")
+    writer.hparams({"learning_rate": 0.01, "optimizer": "adam", "skipped": [1, 2]})
+    writer.close()
+    train = _tensors(tmp_path / "run" / "train")
+    assert [(step, float(v)) for step, v in train["loss"]] == [(3, 0.25), (7, 0.125)]
+    assert [(step, float(v)) for step, v in train["accuracy"]] == [(3, 0.5)]
+    (step, buckets), = train["weights/w"]
+    assert step == 7 and buckets.shape == (HISTOGRAM_BUCKETS, 3)
+    assert buckets[:, 2].sum() == 100 and buckets[0, 0] == 0 and buckets[-1, 1] == 99
+    assert train["note"][0][1] == b"**hello**"
+    hparams = [v for e in _events(tmp_path / "run") for v in e.summary.value]
+    assert hparams[0].metadata.plugin_data.plugin_name == "hparams"
+    assert b"learning_rate" in hparams[0].metadata.plugin_data.content
+
+
+def test_flush_makes_events_readable_before_close(tmp_path):
+    from tfkit.summaries import RunWriter
+
+    writer = RunWriter(str(tmp_path), "run")
+    writer.scalars("train", step=1, values={"loss": 1.0})
+    writer.flush()
+    assert "loss" in _tensors(tmp_path / "run" / "train")
+    writer.close()
+
+
+def test_events_are_written_when_the_block_raises(tmp_path):
+    from tfkit.summaries import RunWriter
+
+    with pytest.raises(RuntimeError, match="boom"), RunWriter(str(tmp_path), "run") as writer:
+        for step in range(200):
+            writer.scalars("train", step=step, values={"loss": float(step)})
+        raise RuntimeError("boom")
+    steps = [step for step, _ in _tensors(tmp_path / "run" / "train")["loss"]]
+    assert steps == list(range(200))
+
+
+def test_nothing_is_lost_when_the_queue_is_full(tmp_path, monkeypatch):
+    from tfkit import summaries
+
+    monkeypatch.setattr(summaries, "QUEUE_ITEMS", 2)
+
+    def slow():
+        time.sleep(0.002)
+        return {"loss": 1.0}
+
+    with summaries.RunWriter(str(tmp_path), "run") as writer:
+        for step in range(100):
+            writer.scalars("train", step=step, values=slow)
+    assert len(_tensors(tmp_path / "run" / "train")["loss"]) == 100
+
+
+def test_a_writing_error_reaches_the_caller(tmp_path):
+    from tfkit.summaries import RunWriter
+
+    writer = RunWriter(str(tmp_path), "run")
+    writer.scalars("train", step=1, values=lambda: {"loss": 1 / 0})
+    with pytest.raises(ZeroDivisionError):
+        writer.close()
+
+
+def test_training_that_fails_keeps_the_events_logged_so_far(tmp_path):
+    import keras
+
+    class FailAtSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("failed in epoch 2")
+
+    with pytest.raises(RuntimeError, match="failed in epoch 2"):
+        tfkit.train("penguins", epochs=3, batch_size=16, logdir=str(tmp_path), run_name="f",
+                    export=None, verbose=False, callbacks=[FailAtSecondEpoch()])
+    train = _tensors(tmp_path / "f" / "train")
+    assert len(train["epoch_loss"]) == 1
+    assert train["loss"] and any(tag.startswith("gradients/") for tag in train)
+
+
+def test_graph_is_the_traced_training_call(run_logdir):
+    from tensorflow.core.framework import graph_pb2
+
+    root, _ = run_logdir
+    graphs = [e.graph_def for e in _events(root / "penguins-run" / "train") if e.graph_def]
+    assert len(graphs) == 1
+    graph = graph_pb2.GraphDef.FromString(graphs[0])
+    assert "While" in {node.op for node in graph.node}  # the loop of steps in one call
+    body_ops = {node.op for f in graph.library.function for node in f.node_def}
+    assert {"MatMul", "ReluGrad"} <= body_ops  # the forward and the backward pass

@@ -74,7 +74,7 @@ class StepsPerCall:
 
 
 class _Calls:
-    """Runs training calls; traces the first one's graph and profiles a few on request."""
+    """Runs training calls; logs the first one's graph and profiles a few on request."""
 
     def __init__(self, steps: Steps, iterator: Any, monitor: Monitor, writer: RunWriter,
                  profile: bool) -> None:
@@ -89,8 +89,6 @@ class _Calls:
         A call runs fewer steps than attempted only when a loss was not finite.
         """
         first = self.count == 0
-        if first:
-            self.writer.start_graph_trace()
         if self.profile and self.count == 1:
             self.writer.start_profile()
             self.profiling = True
@@ -102,9 +100,9 @@ class _Calls:
             out = {k: float(v) for k, v in out.items()}  # the one host sync per call
             seconds = time.perf_counter() - started
             self.monitor.after_call(step + int(out["steps"]), int(out["steps"]), seconds, out)
-        if first:
-            self.writer.end_graph_trace()
-        elif seconds and out["steps"]:
+        if first and self.writer.enabled:
+            self.writer.graph(self.steps.traced_graph(self.iterator))
+        elif not first and seconds and out["steps"]:
             sizer.update(int(out["steps"]), seconds)  # the first call traces: no measure
         self.count += 1
         if self.profiling and self.count > PROFILED_CALLS:

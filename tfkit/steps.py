@@ -61,6 +61,10 @@ class Steps:
         self.train = tf.function(self._train_many)
         self.evaluate = tf.function(self._evaluate)
 
+    def traced_graph(self, iterator: Any) -> tf.Graph:
+        """The graph of `train` as already traced for `iterator` (looked up, not traced again)."""
+        return self.train.get_concrete_function(iterator, tf.TensorSpec([], tf.int32)).graph
+
     def learning_rate(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
