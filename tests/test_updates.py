@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfkit import distribute
 from tfkit.steps import Steps
-from tfkit.updates import INLINE_MAX_SIZE, SPLIT_MIN_SIZE, fused_update
+from tfkit.updates import INLINE_MAX_SIZE, fused_update
 
 OPTIMIZERS = {
     "adam": lambda: keras.optimizers.Adam(1e-3),
@@ -18,7 +18,7 @@ OPTIMIZERS = {
 
 
 def _train(optimizer: str, strategy: str, fused: bool, steps: int = 6):
-    """Weights of every size class: 256x256 (Adam's kernel), 256x8 (Keras's ops), 8, 8x2, 2."""
+    """Weights Adam's kernel takes (8, 8x2, 2) and leaves to Keras's ops (256x256, 256x8)."""
     strategy = distribute.resolve(strategy)
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
@@ -47,7 +47,7 @@ def test_fused_update_matches_keras_apply(optimizer, strategy):
     sizes = [v.shape.num_elements() for v in fused.model.trainable_variables]
     in_kernel = [fused._fused.fused(v) for v in fused.model.trainable_variables]
     if optimizer == "adam":
-        assert in_kernel == [size <= INLINE_MAX_SIZE or size >= SPLIT_MIN_SIZE for size in sizes]
+        assert in_kernel == [size <= INLINE_MAX_SIZE for size in sizes]
         assert not all(in_kernel) and any(in_kernel)
     else:
         assert all(in_kernel)
@@ -79,8 +79,7 @@ def test_anything_beyond_the_plain_update_is_left_to_keras(make):
 
 
 @pytest.mark.parametrize("size, fused", [
-    (INLINE_MAX_SIZE, True), (INLINE_MAX_SIZE + 1, False), (SPLIT_MIN_SIZE - 1, False),
-    (SPLIT_MIN_SIZE, True),
+    (1, True), (INLINE_MAX_SIZE, True), (INLINE_MAX_SIZE + 1, False), (200_704, False),
 ])
 def test_adam_kernel_takes_the_weights_it_is_faster_for(size, fused):
     update = fused_update(keras.optimizers.Adam(1e-3), tf.distribute.get_strategy())

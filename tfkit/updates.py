@@ -1,4 +1,4 @@
-"""The weight update of a plain Keras Adam or SGD: one fused TensorFlow kernel per large weight.
+"""The weight update of a plain Keras Adam or SGD in fused TensorFlow kernels where they are faster.
 
 Keras 3 writes Adam's update as about fifteen small ops per weight (the two
 moment updates, the step), each a kernel launch and a pass over the weight's
@@ -6,12 +6,15 @@ memory. TensorFlow has the same arithmetic as one kernel per weight
 (`ResourceApplyAdam`, `ResourceApplyKerasMomentum`). On a CPU the Adam
 kernel splits every weight above a few hundred floats across all threads
 (its cost estimate is the whole tensor's, given per element). Measured per
-weight on 2 cores: 256 floats 15 µs fused vs 25 µs as Keras's ops (the kernel
-still runs inline), 4,096 floats 139 vs 28 µs (split, and the split costs
-more than it saves), 65,536 floats 250-300 vs 430-490 µs (the split pays).
-So the Adam kernel takes the weights of at most INLINE_MAX_SIZE or at least
-SPLIT_MIN_SIZE elements, and Keras's own ops the ones in between. The SGD
-kernels are plain Eigen expressions, sized right, and take every weight.
+weight on 2 cores (benchmarks/update_kernels.py): 256 floats 7.5 µs fused vs
+14 µs as separate ops (the kernel still runs inline), 4,096 floats 76 vs
+32 µs (split, and the split costs more than it saves), 65,536 floats 198 vs
+352 µs (the split pays). Large weights still stay with Keras's ops: with the
+CNN benchmark's 200,704-float dense weight in the kernel, peak host memory
+rose by about 58 MB (cause not found), past the 10 % allowance over
+`model.fit`. So the Adam kernel takes the weights of at most
+INLINE_MAX_SIZE elements (biases, small heads); the SGD kernels are plain
+Eigen expressions, sized right, and take every weight.
 The kernels update the Keras optimizer's own slot variables and step counter,
 so checkpoints, resuming and `optimizer.variables` are as if Keras had
 applied the step.
@@ -26,7 +29,6 @@ import keras
 import tensorflow as tf
 
 INLINE_MAX_SIZE = 256  # elements; the fused Adam kernel runs on the calling thread up to here
-SPLIT_MIN_SIZE = 65_536  # elements; from here its split across threads pays
 
 Update = Callable[[Sequence[tf.Tensor], Sequence[tf.Tensor], Sequence[keras.Variable]], None]
 
@@ -85,7 +87,7 @@ class _Fused:
         if variable.constraint is not None or variable.overwrite_with_gradient:
             return False
         size = variable.shape.num_elements() or 0
-        return not self.by_size or size <= INLINE_MAX_SIZE or size >= SPLIT_MIN_SIZE
+        return not self.by_size or size <= INLINE_MAX_SIZE
 
     def __call__(self, summed: Sequence[tf.Tensor], shares: Sequence[tf.Tensor],
                  variables: Sequence[keras.Variable]) -> None:
