@@ -7,6 +7,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfkit.updates import fused_update
+
 SUM = tf.distribute.ReduceOp.SUM
 _LATEST = ("grad_norm", "last_loss")  # per-call values that are the last step's, not sums
 _BOOKKEEPING = ("count", "steps", "last_loss")  # totals that are not metrics
@@ -32,9 +34,11 @@ class Steps:
     The replica step is the lesson in code: forward pass, loss, backward pass,
     update. `train(iterator, n)` runs n of them in one `tf.function` call so a
     small model is not bound by Python overhead; the only host sync is the
-    totals it returns. With `keep_gradients`, it also returns the last step's
-    whole gradient (for histograms), carried through the loop rather than
-    computed by a second traced function.
+    totals it returns. With `keep_gradients`, the last step of each call also
+    keeps its whole gradient (for histograms) in variables beside the model,
+    so no second traced function is needed. With `fused` (the default), a plain
+    Adam or SGD applies its update in one TensorFlow kernel per weight
+    (tfkit/updates.py); other optimizers apply their own.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class Steps:
         clip_norm: float | None = None,
         jit_compile: bool = False,
         keep_gradients: bool = False,
+        fused: bool = True,
     ) -> None:
         self.model, self.optimizer, self.task = model, optimizer, task
         self.strategy = strategy
@@ -56,14 +61,20 @@ class Steps:
         self.keep_gradients = keep_gradients
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self.loss_fn = loss_for(task)
+        self._fused = fused_update(optimizer, strategy) if fused else None
+        self.kept_gradients = self._gradient_store() if keep_gradients else []
         step = tf.function(self._replica_train_step, jit_compile=jit_compile)
         self._compiled_replica_step = step if jit_compile else self._replica_train_step
-        self.train = tf.function(self._train_many)
+        self._train = tf.function(self._train_many)
         self.evaluate = tf.function(self._evaluate)
+
+    def train(self, iterator: Any, n: tf.Tensor) -> tuple[dict[str, tf.Tensor], list]:
+        """Up to n steps in one call: the summed stats, and the kept gradient (or [])."""
+        return self._train(iterator, n), self.kept_gradients
 
     def traced_graph(self, iterator: Any) -> tf.Graph:
         """The graph of `train` as already traced for `iterator` (looked up, not traced again)."""
-        return self.train.get_concrete_function(iterator, tf.TensorSpec([], tf.int32)).graph
+        return self._train.get_concrete_function(iterator, tf.TensorSpec([], tf.int32)).graph
 
     def learning_rate(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
@@ -82,44 +93,75 @@ class Steps:
                 loss = self.optimizer.scale_loss(loss)  # float16: keep small gradients alive
         variables = self.model.trainable_variables
         gradients = tape.gradient(loss, variables)  # 3. backward: each weight's share
-        gradients, total, norm = self._clip(gradients, last)
-        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))  # 4. w -= lr*grad
-        stats = {**self._stats(y, predictions, per_example), "grad_norm": norm}
-        return {**stats, "gradients": total} if self.keep_gradients else stats
+        summed, shares, norm = self._clip(gradients, last)
+        self._update(summed, shares, variables)  # 4. nudge: w -= lr * grad
+        return {**self._stats(y, predictions, per_example), "grad_norm": norm}
 
     def _clip(self, gradients: list, last: tf.Tensor) -> tuple[list, list, tf.Tensor]:
-        """Gradients clipped by the global norm, the all-reduced gradient, and its norm.
+        """The gradient summed over replicas and each replica's share, clipped, and the norm.
 
-        Each replica holds only its share of the gradient; the optimizer sums
-        the shares. The true norm is the norm of that sum, so clipping must see
-        the all-reduced gradient (Keras's own clipnorm clips each share).
-        Without clipping on one replica the norm is only logged, so only the
-        last step of a call (`last`) pays for it; the other steps return 0.
-        Several replicas measure every step: an all-reduce inside a condition
-        is not allowed under MirroredStrategy.
+        Each replica holds only its share of the gradient. The true norm is
+        the norm of their sum, so clipping must see the all-reduced gradient
+        (Keras's own clipnorm clips each share). A fused update applies that
+        sum; Keras's apply takes the shares and sums them itself. Without
+        clipping on one replica the norm is only logged, so only the last step
+        of a call (`last`) pays for it (and for keeping the gradient); the
+        other steps return 0. Several replicas sum every step: an all-reduce
+        inside a condition is not allowed under MirroredStrategy.
         """
-        gradients = [
+        shares = [
             tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
             for g, v in zip(gradients, self.model.trainable_variables, strict=True)
         ]
+        total = shares
+        if self.strategy.num_replicas_in_sync > 1:
+            total = tf.distribute.get_replica_context().all_reduce(SUM, shares)
 
-        def measure() -> tuple[list, tf.Tensor]:
-            total = gradients
-            if self.strategy.num_replicas_in_sync > 1:
-                total = tf.distribute.get_replica_context().all_reduce(SUM, gradients)
+        def measure() -> tf.Tensor:
             norm = tf.linalg.global_norm(total)
             if self.loss_scaled:
                 norm = norm / tf.cast(self.optimizer.scale_loss(1.0), norm.dtype)
-            return total, norm
+            return norm
 
         if self.clip_norm is None and self.strategy.num_replicas_in_sync == 1:
-            total, norm = tf.cond(last, measure, lambda: (gradients, tf.constant(0.0)))
-            return gradients, total, norm
-        total, norm = measure()
+            norm = tf.cond(last, lambda: self._keep(total, measure()), lambda: 0.0)
+            return total, shares, norm
+        norm = measure()
+        if self.keep_gradients:
+            tf.cond(last, lambda: self._keep(total, norm), lambda: norm)
         if self.clip_norm is None:
-            return gradients, total, norm
+            return total, shares, norm
         scale = tf.minimum(1.0, self.clip_norm / (norm + 1e-12))
-        return [g * scale for g in gradients], total, norm
+        return [g * scale for g in total], [g * scale for g in shares], norm
+
+    def _update(self, summed: list, shares: list, variables: list) -> None:
+        if self._fused:
+            self._fused(summed, shares, variables)
+        else:
+            self.optimizer.apply_gradients(zip(shares, variables, strict=True))
+
+    def _gradient_store(self) -> list[tf.Variable]:
+        """One variable per weight for the last step's gradient, outside any checkpoint.
+
+        On read, several replicas' copies (all holding the same all-reduced
+        gradient) give the first one's.
+        """
+        with self.strategy.scope():
+            return [
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
+                            synchronization=tf.VariableSynchronization.ON_READ,
+                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                for v in self.model.trainable_variables
+            ]
+
+    def _keep(self, gradients: list, norm: tf.Tensor) -> tf.Tensor:
+        """Store the gradient when asked to; returns `norm` (a condition's output)."""
+        if not self.keep_gradients:
+            return norm
+        with tf.control_dependencies(
+            [kept.assign(g) for kept, g in zip(self.kept_gradients, gradients, strict=True)]
+        ):
+            return tf.identity(norm)
 
     def _replica_eval_step(self, x: Any, y: tf.Tensor) -> dict[str, tf.Tensor]:
         predictions = self.model(x, training=False)
@@ -146,25 +188,20 @@ class Steps:
             stats["mae"] = tf.reduce_sum(error)
         return stats
 
-    def _train_many(self, iterator: Any, n: tf.Tensor) -> tuple[dict[str, tf.Tensor], list]:
+    def _train_many(self, iterator: Any, n: tf.Tensor) -> dict[str, tf.Tensor]:
         """Up to n steps; stops early at a non-finite loss (`steps` < n tells)."""
         totals = self._zeros(train=True)
-        last = [tf.zeros_like(v) for v in self.model.trainable_variables]
         for i in tf.range(n):
             x, y = next(iterator)
             per_replica = self.strategy.run(
                 self._compiled_replica_step, args=(x, y, tf.equal(i, n - 1))
             )
-            if self.keep_gradients:
-                # The all-reduced gradient is the same on every replica: keep the first.
-                gradients = per_replica.pop("gradients")
-                last = [self.strategy.experimental_local_results(g)[0] for g in gradients]
             step = self._reduce(per_replica)
             if not tf.math.is_finite(step["loss"]):
                 break
             step = {**step, "steps": tf.constant(1.0), "last_loss": step["loss"] / step["count"]}
             totals = {k: step[k] if k in _LATEST else totals[k] + step[k] for k in totals}
-        return totals, (last if self.keep_gradients else [])
+        return totals
 
     def _evaluate(self, dataset: Any) -> dict[str, tf.Tensor]:
         totals = self._zeros(train=False)
