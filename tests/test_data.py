@@ -110,3 +110,26 @@ def test_model_inputs_from_a_dataframe_ignore_extra_columns():
     assert inputs["island"].shape == (4, 1) and inputs["body_mass_g"].dtype == np.float32
     with pytest.raises(ValueError, match="lack the column"):
         data.model_inputs({"island": ["Biscoe"]}, spec)
+
+
+@pytest.mark.parametrize("start_step", [0, 3])
+def test_batches_gathered_in_the_loop_equal_the_input_stream(start_step):
+    features = {"x": tf.range(10, dtype=tf.float32)[:, None],
+                "island": tf.constant([f"isle{i}" for i in range(10)])}
+    tensors = (features, tf.range(10))
+    stream = data.train_input_fn(None, n_train=10, global_batch_size=4, seed=7, epochs=4,
+                                 start_step=start_step, tensors=tensors)
+    expected = list(stream(tf.distribute.InputContext()))  # 2 steps an epoch, to epoch 4
+    gathered = data.GatheredBatches(tensors, n_train=10, global_batch_size=4, seed=7,
+                                    start_step=start_step)
+
+    @tf.function
+    def three_steps():  # as the training loop reads it: inside one compiled call
+        return [next(gathered) for _ in range(3)]
+
+    got = [batch for _ in range(3) for batch in three_steps()][: len(expected)]
+    assert len(expected) == 8 - start_step  # crosses epochs inside a call, too
+    for (want_x, want_y), (got_x, got_y) in zip(expected, got, strict=True):
+        assert got_y.numpy().tolist() == want_y.numpy().tolist()
+        assert got_x["island"].numpy().tolist() == want_x["island"].numpy().tolist()
+        np.testing.assert_array_equal(got_x["x"].numpy(), want_x["x"].numpy())

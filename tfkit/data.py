@@ -340,9 +340,7 @@ def _gathered(tensors, n_train, rows, per_replica, seed, first_epoch, epochs) ->
     """Per-replica batches gathered from in-memory rows, one seeded shuffle per epoch."""
 
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n_train, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-        )[:rows]
+        order = _epoch_order(n_train, rows, seed, epoch)
         return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [-1, per_replica]))
 
     def gather(index: tf.Tensor) -> Any:
@@ -350,6 +348,60 @@ def _gathered(tensors, n_train, rows, per_replica, seed, first_epoch, epochs) ->
 
     stream = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
     return stream.map(gather)
+
+
+def _epoch_order(n_train: int, rows: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
+    """The first `rows` row indices of epoch `epoch`'s seeded shuffle."""
+    seeds = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(n_train, dtype=tf.int64), seed=seeds
+    )[:rows]
+
+
+class GatheredBatches:
+    """Global batches gathered from in-memory rows inside the compiled training loop.
+
+    Batch for batch the same as `train_input_fn`'s in-memory stream (epoch e
+    is the same seeded shuffle of the row indices), but with no input iterator:
+    `next()` in the traced loop reads a step variable, slices that step's
+    indices from the epoch's order and gathers the rows, a few small ops. On one
+    CPU device this replaces the iterator's per-batch hand-off (measured in
+    benchmarks/RESULTS.md). A new epoch's order is drawn when the step crosses
+    into it, so any number of steps per call works.
+
+    Example:
+        >>> x = tf.range(8, dtype=tf.float32)[:, None]
+        >>> batches = GatheredBatches((x, tf.range(8)), n_train=8, global_batch_size=4, seed=0)
+        >>> [int(n) for n in next(batches)[0].shape]
+        [4, 1]
+    """
+
+    def __init__(self, tensors: Any, *, n_train: int, global_batch_size: int, seed: int,
+                 start_step: int = 0) -> None:
+        self._tensors, self._n_train, self._seed = tensors, n_train, seed
+        self._per_epoch = steps_per_epoch(n_train, global_batch_size)
+        self._rows = self._per_epoch * global_batch_size
+        self._step = tf.Variable(start_step, dtype=tf.int64, trainable=False)
+        self._epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)  # whose order is held
+        self._order = tf.Variable(tf.zeros([self._per_epoch, global_batch_size], tf.int64),
+                                  trainable=False)
+
+    def __iter__(self) -> GatheredBatches:
+        return self
+
+    def __next__(self) -> Any:
+        step = self._step.assign_add(1) - 1
+        epoch, index = step // self._per_epoch, step % self._per_epoch
+        held = tf.cond(tf.equal(epoch, self._epoch), lambda: tf.identity(self._epoch),
+                       lambda: self._draw(epoch))
+        with tf.control_dependencies([held]):
+            rows = tf.gather(self._order, index)
+        return tf.nest.map_structure(lambda t: tf.gather(t, rows), self._tensors)
+
+    def _draw(self, epoch: tf.Tensor) -> tf.Tensor:
+        order = _epoch_order(self._n_train, self._rows, self._seed, epoch)
+        with tf.control_dependencies([self._order.assign(tf.reshape(order, self._order.shape))]):
+            return self._epoch.assign(epoch)
 
 
 def eval_input_fn(validation: tf.data.Dataset, *, global_batch_size: int):

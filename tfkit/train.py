@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import logging
 import os
 from typing import Any
@@ -287,12 +288,16 @@ class _Run:
                     self.config.max_nan_restores)
 
     def _iterator(self, start_step: int) -> Any:
-        spec = self.prepared.spec
+        spec, tensors = self.prepared.spec, self.prepared.train_tensors
+        in_memory = None if tensors is None else functools.partial(
+            data_lib.GatheredBatches, tensors, n_train=spec.n_train,
+            global_batch_size=self.global_batch, seed=self.config.seed, start_step=start_step,
+        )
         return distribute.iterate(data_lib.train_input_fn(
             self.prepared.train, n_train=spec.n_train, global_batch_size=self.global_batch,
             seed=self.config.seed, epochs=self.config.epochs, start_step=start_step,
-            tensors=self.prepared.train_tensors,
-        ), self.strategy)
+            tensors=tensors,
+        ), self.strategy, in_memory)
 
     def _validation(self) -> Any:
         if self.prepared.validation is None:
