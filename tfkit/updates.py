@@ -92,9 +92,12 @@ class _Fused:
     def __call__(self, summed: Sequence[tf.Tensor], shares: Sequence[tf.Tensor],
                  variables: Sequence[keras.Variable]) -> None:
         opt = self.optimizer
-        pairs = list(zip(summed, shares, variables, strict=True))
-        fused = [(g, v) for g, _, v in pairs if self.fused(v)]
-        rest = [(share, v) for _, share, v in pairs if not self.fused(v)]
+        fused, rest = [], []
+        for gradient, share, variable in zip(summed, shares, variables, strict=True):
+            if self.fused(variable):
+                fused.append((gradient, variable))
+            else:
+                rest.append((share, variable))
         scalars: dict[tf.DType, dict[str, tf.Tensor]] = {}
         for gradient, variable in fused:
             dtype = variable.dtype
