@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from serving import security
 from serving.batching import Batcher, parameters_from_config
+from serving.direct import DirectRoutes
 from serving.errors import ServingError
 from serving.inference import InferenceCore
 from serving.json_codec import dumps
@@ -47,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     # parallel threads; a thread-pool hand-off costs more than a small model's ops).
     "TENSORFLOW_INTER_OP_PARALLELISM": -1,
     "TENSORFLOW_INTRA_OP_PARALLELISM": 0,
+    # Inference routes answered straight from WSGI (serving/direct.py); False: all via Flask.
+    "DIRECT_INFERENCE": True,
 }
 
 
@@ -102,19 +105,30 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_error_handler(ServingError, _serving_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
+    if app.config["DIRECT_INFERENCE"]:
+        app.direct = DirectRoutes(app, EXTENSION, kserve_v2.EXTENSION)
     return app
 
 
 class _App(Flask):
-    """Flask, remembering which hooks and views are coroutine functions.
+    """Flask, with the inference routes answered first by ``direct`` when it is set.
 
-    Flask asks ``inspect.iscoroutinefunction`` of each hook and view on every
-    request; this server has none, and the answer never changes for a function.
+    It also remembers which hooks and views are coroutine functions: Flask asks
+    ``inspect.iscoroutinefunction`` of each on every request; this server has none,
+    and the answer never changes for a function.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sync_functions: dict[Callable[..., Any], Callable[..., Any]] = {}
+        self.direct: DirectRoutes | None = None
+
+    def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if self.direct is not None and environ.get("REQUEST_METHOD") == "POST":
+            answer = self.direct(environ, start_response)
+            if answer is not None:
+                return answer
+        return super().wsgi_app(environ, start_response)
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         known = self._sync_functions.get(func)

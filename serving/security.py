@@ -240,6 +240,17 @@ def _answer_preflight(environ: Mapping[str, Any], guard: Guard) -> Response | No
 def _authenticate(req: Request, environ: Mapping[str, Any], guard: Guard) -> None:
     if req.method in _HEALTH_METHODS and _HEALTH_PATHS.fullmatch(req.path):
         return
+    check_token(environ, guard)
+
+
+def check_token(environ: Mapping[str, Any], guard: Guard) -> None:
+    """Refuses a request without the bearer token, when the server has one.
+
+    Raises:
+        Unauthenticated: The header is missing, not ``Bearer <token>``, or the wrong token.
+    """
+    if guard.token_digest is None:
+        return
     header = environ.get("HTTP_AUTHORIZATION", "")
     scheme, _, given = header.strip().partition(" ")
     if not header:
@@ -258,7 +269,6 @@ def _authenticate(req: Request, environ: Mapping[str, Any], guard: Guard) -> Non
 def _check_body(req: Request, environ: dict[str, Any], config: Mapping[str, Any]) -> None:
     # Limits are read per request, so a test (or an operator's hook) may change them.
     max_body = int(config["MAX_CONTENT_LENGTH"])
-    max_depth = int(config["MAX_JSON_DEPTH"])
     declared = req.content_length
     if declared is not None and declared > max_body:
         raise _too_large(f"Request body is {size_text(declared)}", max_body)
@@ -272,26 +282,58 @@ def _check_body(req: Request, environ: dict[str, Any], config: Mapping[str, Any]
             f"Content-Encoding {encoding!r} is not supported: send gzip or an uncompressed body"
         )
     if declared is not None:
-        # The common case, read in one call as WSGI allows (never past Content-Length);
-        # werkzeug's limited stream would repeat the checks above, a chunk at a time.
-        body = environ["wsgi.input"].read(declared) if declared else b""
-        if len(body) < declared:
-            raise ClientDisconnected()
+        body = _read_declared(environ, declared)
     else:
         body = _read_unsized(req.stream, max_body)
     if gzipped:
         body = gunzip(body, max_body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_CONTENT_ENCODING", None)
+    _check_depth(body, environ, req.mimetype, config)
+    req.stream = io.BytesIO(body)  # the views read the checked, decompressed body
+
+
+def read_plain_body(environ: Mapping[str, Any], config: Mapping[str, Any], declared: int) -> bytes:
+    """The body of a request with a Content-Length and no Content-Encoding, checked.
+
+    The same limits as the ``before_request`` hook, for requests answered without
+    Flask's request context (``serving.direct``).
+
+    Raises:
+        PayloadTooLarge: Longer than ``MAX_CONTENT_LENGTH``.
+        InvalidArgument: JSON nested deeper than ``MAX_JSON_DEPTH``.
+        ClientDisconnected: Fewer bytes arrived than declared.
+    """
+    max_body = int(config["MAX_CONTENT_LENGTH"])
+    if declared > max_body:
+        raise _too_large(f"Request body is {size_text(declared)}", max_body)
+    body = _read_declared(environ, declared)
+    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+    _check_depth(body, environ, mimetype, config)
+    return body
+
+
+def _read_declared(environ: Mapping[str, Any], declared: int) -> bytes:
+    # Read in one call as WSGI allows (never past Content-Length); werkzeug's
+    # limited stream would repeat the size checks, a chunk at a time.
+    body = environ["wsgi.input"].read(declared) if declared else b""
+    if len(body) < declared:
+        raise ClientDisconnected()
+    return body
+
+
+def _check_depth(
+    body: bytes, environ: Mapping[str, Any], mimetype: str, config: Mapping[str, Any]
+) -> None:
+    max_depth = int(config["MAX_JSON_DEPTH"])
     # The bracket count first: most bodies have too few brackets to nest too deep.
     if body.count(b"[") + body.count(b"{") > max_depth and nesting_exceeds(
-        _json_part(req, environ, body), max_depth
+        _json_part(mimetype, environ, body), max_depth
     ):
         raise InvalidArgument(
             f"JSON nesting is deeper than {max_depth} levels, the most accepted "
             "(max_json_depth); a tensor of rank r nests about r + 3 deep in a request"
         )
-    req.stream = io.BytesIO(body)  # the views read the checked, decompressed body
 
 
 def _read_unsized(stream: IO[bytes], max_body: int) -> bytes:
@@ -306,11 +348,11 @@ def _read_unsized(stream: IO[bytes], max_body: int) -> bytes:
     return body
 
 
-def _json_part(req: Request, environ: Mapping[str, Any], body: bytes) -> bytes:
+def _json_part(mimetype: str, environ: Mapping[str, Any], body: bytes) -> bytes:
     length = environ.get(_BINARY_HEADER_LENGTH_KEY, "").strip()
     if length.isascii() and length.isdigit():
         return body[: int(length)]
-    if req.mimetype == "application/octet-stream":
+    if mimetype == "application/octet-stream":
         return b""
     return body
 

@@ -53,14 +53,23 @@ def model_metadata(name: str, version: str | None = None) -> Response:
 @blueprint.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None) -> Response:
     # The body is JSON whatever the Content-Type says (tritonclient sends none).
-    length = request.headers.get(HEADER_LENGTH)
-    if length is not None and not length.strip().isdigit():
-        raise InvalidArgument(f"{HEADER_LENGTH} must be a number of bytes, got {length!r}")
-    answer = _v2().infer(
-        name, version, request.get_data(cache=False), None if length is None else int(length)
-    )
+    length = header_length(request.headers.get(HEADER_LENGTH))
+    answer = _v2().infer(name, version, request.get_data(cache=False), length)
     if answer.header_length is None:
         return Response(answer.body, mimetype="application/json")
     response = Response(answer.body, mimetype="application/octet-stream")
     response.headers[HEADER_LENGTH] = str(answer.header_length)
     return response
+
+
+def header_length(value: str | None) -> int | None:
+    """The ``Inference-Header-Content-Length`` header's value; None when it is absent.
+
+    Raises:
+        InvalidArgument: The header is not a number of bytes.
+    """
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise InvalidArgument(f"{HEADER_LENGTH} must be a number of bytes, got {value!r}")
+    return int(value)
