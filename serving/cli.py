@@ -7,16 +7,21 @@ parses and encodes JSON. Several processes, because small models are bound by
 the GIL: on 2 cores, the 32→128→2 benchmark MLP at 16 connections served 1742
 requests/s with 2 workers and 973 with 1 (a model-less Flask app, same settings:
 2753 and 1460); see benchmarks/RESULTS.md. ``--workers 1`` gives one process.
+``os.cpu_count()`` counts the machine's cores, not a container's CPU quota: under
+a quota, give ``--workers`` explicitly.
 
-What each worker does on its own, with ``--workers N``:
+With ``--workers N``, each worker process:
 
-- it loads every model (memory × N) and polls the model repository itself, so
-  for up to a poll interval two workers may serve different versions of a model;
-- it batches only its own requests (``serving/batching.py``);
-- its Prometheus metrics are shared: a scrape on any worker shows the totals of
-  all workers, the other workers' numbers up to about a second old
-  (``serving/metric_snapshots.py``; the master gives the workers a private
-  temporary folder for it and removes it when it stops).
+- loads every model (memory × N) and polls the model repository itself, so for
+  up to a poll interval two workers may serve different versions of a model;
+- batches only its own requests (``serving/batching.py``), with its own queues:
+  ``--num_batch_threads`` (default: the cores) and ``--max_enqueued_batches`` hold
+  per worker, and each worker's TensorFlow sizes its intra-op pool to all cores.
+
+Prometheus metrics are shared: a scrape on any worker shows the totals of all
+workers, the other workers' numbers up to about a second old
+(``serving/metric_snapshots.py``; the master gives the workers a private
+temporary folder for it and removes it when it stops).
 
 The app is created in each worker after the fork (gunicorn's master never imports
 TensorFlow, which is not fork-safe), and gunicorn gives us graceful SIGTERM
@@ -24,6 +29,7 @@ handling. Measured on a 2-core machine (client on the same cores), half_plus_two
 4 keep-alive clients, 5 s: gunicorn gthread (16 threads) 410-450 requests/s,
 waitress (16 threads) ~290 requests/s (one worker each).
 """
+
 from __future__ import annotations
 
 import argparse
