@@ -28,13 +28,13 @@ def _ok_count(state) -> int:
 def test_snapshot_written_and_read_back(tmp_path):
     metrics = Metrics()
     metrics.observe("m", "predict", "OK", 0.01)
-    MetricSnapshots(metrics, tmp_path).write()
-    reader = MetricSnapshots(Metrics(), tmp_path)  # another worker: another pid in real life
-    reader._path = tmp_path / "another-worker.json"
-
-    (state,) = reader.others()
-    assert state == json.loads(json.dumps(metrics.state()))
+    snapshots = MetricSnapshots(metrics, tmp_path)
+    snapshots.write()
     assert [p.name for p in tmp_path.iterdir()] == [f"{os.getpid()}.json"]  # no staging left
+    assert snapshots.others() == []  # a worker's own file is not read back on top of it
+
+    (tmp_path / f"{os.getpid()}.json").rename(tmp_path / "12345.json")  # as another worker's
+    assert snapshots.others() == [json.loads(json.dumps(metrics.state()))]
 
 
 def test_exited_workers_files_still_count(tmp_path):
