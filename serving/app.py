@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from serving import security
+from serving import metric_snapshots, security
 from serving.batching import Batcher, parameters_from_config
 from serving.direct import DirectRoutes
 from serving.errors import ServingError
@@ -50,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "TENSORFLOW_INTRA_OP_PARALLELISM": 0,
     # Inference routes answered straight from WSGI (serving/direct.py); False: all via Flask.
     "DIRECT_INFERENCE": True,
+    # Set by `tfkit serve` with several workers: where they share metrics (metric_snapshots.py).
+    "METRICS_DIR": None,
 }
 
 
@@ -91,7 +93,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     repository.start()
     metrics = Metrics()
     batcher = Batcher(parameters_from_config(app.config))
-    metrics.add_collector(batcher.metrics.render)
+    metrics.add_collector(batcher.metrics)
+    metric_snapshots.install(app, metrics)
     core = InferenceCore(
         repository, metrics, batcher, max_batch_rows=app.config["MAX_BATCH_ROWS"]
     )

@@ -32,7 +32,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from serving.errors import ServingError
-from serving.metrics import LATENCY_BUCKETS_US, escape_label, histogram_lines
+from serving.metrics import (
+    LATENCY_BUCKETS_US,
+    Merged,
+    State,
+    escape_label,
+    histogram_lines,
+    merge_states,
+)
 from serving.model_config import _parse_text_proto
 
 logger = logging.getLogger(__name__)
@@ -505,16 +512,29 @@ class BatchMetrics:
         counts[index] += 1
         counts[-1] += value  # the running sum rides in the last slot
 
-    def render(self) -> str:
-        """The metrics in Prometheus' text format."""
+    def state(self) -> State:
+        """The numbers so far as JSON-able data (``serving/metrics.py`` merges and renders them)."""
         with self._lock:
-            histograms = {k: list(v) for k, v in self._histograms.items()}
-            runs = dict(self._runs)
+            state: State = {WRAPPED_RUN_COUNT: [[model, [n]] for model, n in self._runs.items()]}
+            for (name, model), counts in self._histograms.items():
+                # counts: one per bound, the count above the last bound, then the sum.
+                state.setdefault(name, []).append([model, list(counts)])
+        return state
+
+    def render(self, merged: Merged | None = None) -> str:
+        """The metrics in Prometheus' text format.
+
+        Args:
+            merged: Numbers to show, e.g. several workers' summed; by default this batcher's.
+        """
+        if merged is None:
+            merged = merge_states([self.state()])
         lines = [
             f"# HELP {WRAPPED_RUN_COUNT} Requests that went through the batcher.",
             f"# TYPE {WRAPPED_RUN_COUNT} counter",
         ]
-        lines += [f'{WRAPPED_RUN_COUNT}{{model_name="{m}"}} {n}' for m, n in sorted(runs.items())]
+        lines += [f'{WRAPPED_RUN_COUNT}{{model_name="{escape_label(model)}"}} {n}'
+                  for (model,), (n,) in sorted(merged.get(WRAPPED_RUN_COUNT, {}).items())]
         helps = {
             QUEUING_LATENCY: ("Time (in microseconds) a request waited for its batch.",
                               LATENCY_BUCKETS_US),
@@ -524,10 +544,7 @@ class BatchMetrics:
         }
         for name, (text, bounds) in helps.items():
             lines += [f"# HELP {name} {text}", f"# TYPE {name} histogram"]
-            for (metric, model), counts in sorted(histograms.items()):
-                if metric != name:
-                    continue
-                # counts: one per bound, the count above the last bound, then the sum.
+            for (model,), counts in sorted(merged.get(name, {}).items()):
                 lines += histogram_lines(
                     name, f'model_name="{escape_label(model)}"', bounds, counts[:-1], counts[-1]
                 )

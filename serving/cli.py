@@ -1,21 +1,33 @@
 """``tfkit serve``: the command-line flags (TF Serving's names too) and the WSGI server.
 
-The server is gunicorn with one ``gthread`` worker and 16 threads by default.
-Threads, because ``Session.run`` releases the GIL, so requests overlap in
-TensorFlow while Python parses and encodes JSON. One process, because the
-server's state is per process: with ``--workers N`` each worker loads every
-model (memory × N), polls the repository on its own (for a moment two requests
-may see different versions), batches only its own requests, and keeps its own
-Prometheus metrics (a scrape sees one worker's). More workers do help small
-models, whose requests are bound by the GIL: on 2 cores, the 32→128→2 benchmark
-MLP at 16 connections served 1742 requests/s with 2 workers and 973 with 1 (a
-model-less Flask app, same settings: 2753 and 1460); see benchmarks/RESULTS.md.
-One worker stays the default until metrics can be shared across workers.
+The server is gunicorn with ``gthread`` workers, one per CPU core
+(``os.cpu_count()``) by default, each with 16 threads. Threads, because
+``Session.run`` releases the GIL, so requests overlap in TensorFlow while Python
+parses and encodes JSON. Several processes, because small models are bound by
+the GIL: on 2 cores, the 32→128→2 benchmark MLP at 16 connections served 1742
+requests/s with 2 workers and 973 with 1 (a model-less Flask app, same settings:
+2753 and 1460); see benchmarks/RESULTS.md. ``--workers 1`` gives one process.
+``os.cpu_count()`` counts the machine's cores, not a container's CPU quota: under
+a quota, give ``--workers`` explicitly.
+
+With ``--workers N``, each worker process:
+
+- loads every model (memory × N) and polls the model repository itself, so for
+  up to a poll interval two workers may serve different versions of a model;
+- batches only its own requests (``serving/batching.py``), with its own queues:
+  ``--num_batch_threads`` (default: the cores) and ``--max_enqueued_batches`` hold
+  per worker, and each worker's TensorFlow sizes its intra-op pool to all cores.
+
+Prometheus metrics are shared: a scrape on any worker shows the totals of all
+workers, the other workers' numbers up to about a second old
+(``serving/metric_snapshots.py``; the master gives the workers a private
+temporary folder for it and removes it when it stops).
+
 The app is created in each worker after the fork (gunicorn's master never imports
 TensorFlow, which is not fork-safe), and gunicorn gives us graceful SIGTERM
 handling. Measured on a 2-core machine (client on the same cores), half_plus_two,
 4 keep-alive clients, 5 s: gunicorn gthread (16 threads) 410-450 requests/s,
-waitress (16 threads) ~290 requests/s.
+waitress (16 threads) ~290 requests/s (one worker each).
 """
 
 from __future__ import annotations
@@ -23,6 +35,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -70,9 +84,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--rest_api_num_threads", "--threads", type=int, default=16,
                         help="request threads in each worker process")
     server.add_argument(
-        "--workers", type=int, default=1,
-        help="worker processes, each loading every model and keeping its own metrics and "
-             "version view (default 1; the module docstring has the trade-off)",
+        "--workers", type=int, default=os.cpu_count() or 1,
+        help="worker processes, each loading every model, polling the repository and "
+             "batching on its own; metrics are summed over all of them "
+             "(default: os.cpu_count(), %(default)s here)",
     )
     limits = parser.add_argument_group("limits and access")
     limits.add_argument("--max_request_mb", "--max-request-mb", type=float, default=64.0,
@@ -179,6 +194,11 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.model_config_file:
         app_config["MODEL_CONFIG_FILE"] = args.model_config_file
     app_config.update(_access_config(args))
+    metrics_dir = None
+    if args.workers > 1:
+        # Private (mode 0700): the workers' metric snapshots, see serving/metric_snapshots.py.
+        metrics_dir = tempfile.mkdtemp(prefix="tfkit-metrics-")
+        app_config["METRICS_DIR"] = metrics_dir
     options = {
         "bind": f"{args.host}:{port}",
         "workers": args.workers,
@@ -194,7 +214,13 @@ def run_serve(args: argparse.Namespace) -> int:
         "control_socket_disable": True,
     }
     logger.info("Serving on http://%s", options["bind"])
-    _GunicornServer(options, app_config).run()
+    master = os.getpid()
+    try:
+        _GunicornServer(options, app_config).run()
+    finally:
+        # Workers are forked inside run() and leave through here too: only the master cleans up.
+        if metrics_dir and os.getpid() == master:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -222,10 +248,15 @@ def _access_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _worker_exit(server: Any, worker: Any) -> None:
-    app = getattr(worker, "wsgi", None)
-    core = getattr(app, "extensions", {}).get("tfkit_serving")
+    from serving import metric_snapshots  # in the worker
+
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", {})
+    core = extensions.get("tfkit_serving")
     if core is not None:
         core.repository.stop()
+    snapshots = extensions.get(metric_snapshots.EXTENSION)
+    if snapshots is not None:
+        snapshots.stop()  # the final numbers, for the workers still running
 
 
 class _GunicornServer(BaseApplication):

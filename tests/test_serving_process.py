@@ -35,7 +35,8 @@ def repository(tmp_path_factory, table_classifier):
 @pytest.fixture(scope="module")
 def server(repository, start_server):
     return start_server(
-        ["--models", str(repository), "--file_system_poll_wait_seconds", "0.3"],
+        # One worker: with several, each polls on its own and may swap versions a poll later.
+        ["--models", str(repository), "--file_system_poll_wait_seconds", "0.3", "--workers", "1"],
         "/v1/models/half_plus_two",
     )
 

@@ -38,7 +38,9 @@ def repository(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def server(repository, start_server):
     return start_server(
-        ["--models", str(repository), "--file_system_poll_wait_seconds", "0.5"], MODEL,
+        # One worker, whose memory and version swaps the test follows.
+        ["--models", str(repository), "--file_system_poll_wait_seconds", "0.5", "--workers", "1"],
+        MODEL,
         command=TFKIT_SERVE,
     )
 

@@ -41,8 +41,9 @@ def run(*, epochs: int = 20, models: str = "models", logdir: str = "tensorboard_
     name = os.path.basename(os.path.dirname(result.export_path))
     print(f"4/4 serving {models}/ on http://127.0.0.1:{port} and asking for one prediction ...")
     server = subprocess.Popen(
+        # One worker is enough for one prediction; the default starts one per CPU core.
         [sys.executable, "-m", "serving", "--models", models, "--rest_api_port", str(port),
-         "--host", "127.0.0.1"],
+         "--host", "127.0.0.1", "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
