@@ -1,16 +1,22 @@
 """Serving speed: `tfkit serve` against a KServe model server and a model-less Flask ceiling.
 
-One SavedModel (a 32 → 128 → 2 MLP, exported by tfkit) is served three ways on
+One SavedModel (a 32 → 128 → 2 MLP, exported by tfkit) is served several ways on
 127.0.0.1, and `wrk` (a C load generator) sends the same TF Serving-format
 request to each, `{"instances": [[32 floats]]}`:
 
 - tfkit: `tfkit serve --models DIR` with its defaults (also its /v2 infer route);
+- tfkit-flask: the same with `TFKIT_DIRECT_INFERENCE=false`, every request through
+  Flask's dispatch (what the short path of serving/direct.py saves);
 - kserve: a KServe Python `ModelServer` (its defaults) with a custom `kserve.Model`
   that loads the same SavedModel with `tf.saved_model.load`, answering the same
   JSON on KServe's own `/v1/models/{name}:predict`;
 - ceiling: a Flask app with no model that parses the JSON body and answers fixed
-  bytes, under the same WSGI server and thread count as `tfkit serve`: the most
-  any Flask model server can do here.
+  bytes, under the same WSGI server, workers and threads as `tfkit serve`: the most
+  a model server whose requests go through Flask's dispatch can do here;
+- ceiling-wsgi: the same with no framework at all, a bare WSGI function: the most
+  any Python model server under this WSGI server can do. (tfkit answers its
+  inference routes straight from WSGI, without Flask's dispatch; see
+  serving/direct.py. So it is compared with both.)
 
 Each round runs every server at 16 connections (throughput) and at 1 connection
 (median latency), interleaved, so load from elsewhere hits all of them alike;
@@ -105,6 +111,23 @@ def ready():
 def predict(target):
     orjson.loads(request.get_data(cache=False))
     return Response(ANSWER, mimetype="application/json")
+'''
+
+CEILING_WSGI_APP = '''
+"""The bare ceiling: a WSGI function that reads and parses the body and answers, no model."""
+import orjson
+
+ANSWER = orjson.dumps(
+    {"predictions": [{"class_ids": 0, "classes": "no", "probabilities": [0.5, 0.5]}]}
+)
+HEADERS = [("Content-Type", "application/json"), ("Content-Length", str(len(ANSWER)))]
+
+
+def app(environ, start_response):
+    if environ["REQUEST_METHOD"] == "POST":
+        orjson.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+    start_response("200 OK", HEADERS)
+    return [ANSWER]
 '''
 
 WRK_SCRIPT = '''
@@ -234,6 +257,7 @@ def markdown(results: dict, meta: dict) -> str:
             f"| {r['c1']['rps']:.0f} | {r['c1']['p50_ms']:.2f} | {r['non_2xx']} |"
         )
     t, k, c = results.get("tfkit"), results.get("kserve"), results.get("ceiling")
+    w = results.get("ceiling-wsgi")
     lines = []
     if t and k:
         ratio = t["c16"]["rps"] / k["c16"]["rps"]
@@ -246,6 +270,9 @@ def markdown(results: dict, meta: dict) -> str:
         ratio = t["c16"]["rps"] / c["c16"]["rps"]
         lines.append(f"- tfkit / model-less Flask ceiling at 16 connections: **{ratio:.2f}×** "
                      f"(goal ≥ 0.75×: {'met' if ratio >= 0.75 else 'NOT met'})")
+    if t and w:
+        ratio = t["c16"]["rps"] / w["c16"]["rps"]
+        lines.append(f"- tfkit / model-less bare WSGI ceiling at 16 connections: **{ratio:.2f}×**")
     bad = sum(r["non_2xx"] + r["socket_errors"] for r in results.values())
     lines.append(f"- non-2xx responses and socket errors, all runs: **{bad}**")
     return "\n".join([
@@ -271,8 +298,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server")
     parser.add_argument("--kserve-python", default=sys.executable,
                         help="interpreter with kserve and tensorflow installed")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["tfkit-v2", "kserve"],
-                        help="servers to leave out")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["tfkit-v2", "tfkit-flask", "kserve"], help="servers to leave out")
     parser.add_argument("--results", type=pathlib.Path, default=None,
                         help="append the markdown table to this file")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="write raw numbers")
@@ -296,6 +323,7 @@ def main() -> None:
             scripts[name] = work / f"{name}.lua"
             scripts[name].write_text(WRK_SCRIPT.format(body=work / f"{name}.json"))
         (work / "ceiling.py").write_text(textwrap.dedent(CEILING_APP))
+        (work / "ceiling_wsgi.py").write_text(textwrap.dedent(CEILING_WSGI_APP))
         (work / "kserve_model.py").write_text(textwrap.dedent(KSERVE_MODEL))
 
         port = free_port()
@@ -304,15 +332,24 @@ def main() -> None:
                       str(work / "models"), "--port", str(port)],
             port, work / "tfkit.log", f"/v1/models/{MODEL}",
         )
+        if "tfkit-flask" not in args.skip:
+            port = free_port()
+            servers["tfkit-flask"] = Server(
+                "tfkit-flask", [sys.executable, "-m", "tfkit.cli", "serve", "--models",
+                                str(work / "models"), "--port", str(port)],
+                port, work / "tfkit-flask.log", f"/v1/models/{MODEL}",
+                env={"TFKIT_DIRECT_INFERENCE": "false"},
+            )
         defaults = tfkit_defaults()
-        port = free_port()
-        servers["ceiling"] = Server(
-            "ceiling",
-            [sys.executable, "-m", "gunicorn", "--chdir", str(work), "-k", "gthread",
-             "-w", str(defaults["workers"]), "--threads", str(defaults["threads"]),
-             "--keep-alive", "5", "-b", f"127.0.0.1:{port}", "ceiling:app"],
-            port, work / "ceiling.log", "/ready",
-        )
+        for name, module in (("ceiling", "ceiling"), ("ceiling-wsgi", "ceiling_wsgi")):
+            port = free_port()
+            servers[name] = Server(
+                name,
+                [sys.executable, "-m", "gunicorn", "--chdir", str(work), "-k", "gthread",
+                 "-w", str(defaults["workers"]), "--threads", str(defaults["threads"]),
+                 "--keep-alive", "5", "-b", f"127.0.0.1:{port}", f"{module}:app"],
+                port, work / f"{module}.log", "/ready",
+            )
         if "kserve" not in args.skip:
             port = free_port()
             servers["kserve"] = Server(
@@ -323,8 +360,10 @@ def main() -> None:
         routes = {
             "tfkit": ("v1", f"/v1/models/{MODEL}:predict", servers["tfkit"]),
             "tfkit-v2": ("v2", f"/v2/models/{MODEL}/infer", servers["tfkit"]),
+            "tfkit-flask": ("v1", f"/v1/models/{MODEL}:predict", servers.get("tfkit-flask")),
             "kserve": ("v1", f"/v1/models/{MODEL}:predict", servers.get("kserve")),
             "ceiling": ("v1", f"/v1/models/{MODEL}:predict", servers["ceiling"]),
+            "ceiling-wsgi": ("v1", f"/v1/models/{MODEL}:predict", servers["ceiling-wsgi"]),
         }
         routes = {k: v for k, v in routes.items() if k not in args.skip}
         load = os.getloadavg()
