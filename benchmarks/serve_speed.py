@@ -197,13 +197,20 @@ class Server:
 
 
 def tfkit_defaults() -> dict[str, int]:
-    """`tfkit serve`'s thread and worker defaults, so the ceiling runs the same way."""
+    """`tfkit serve`'s thread and worker defaults, so the ceilings run the same way."""
     from serving.cli import add_serve_arguments
 
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
     args = parser.parse_args([])
     return {"threads": args.rest_api_num_threads, "workers": getattr(args, "workers", 1)}
+
+
+def gunicorn_args(defaults: dict[str, int]) -> list[str]:
+    """Gunicorn flags for the ceilings: the workers, threads and sockets `tfkit serve` uses."""
+    args = ["-k", "gthread", "-w", str(defaults["workers"]), "--threads", str(defaults["threads"]),
+            "--keep-alive", "5"]
+    return args + (["--reuse-port"] if defaults["workers"] > 1 else [])
 
 
 def wrk(url: str, script: pathlib.Path, connections: int, seconds: float) -> dict[str, float]:
@@ -345,9 +352,8 @@ def main() -> None:
             port = free_port()
             servers[name] = Server(
                 name,
-                [sys.executable, "-m", "gunicorn", "--chdir", str(work), "-k", "gthread",
-                 "-w", str(defaults["workers"]), "--threads", str(defaults["threads"]),
-                 "--keep-alive", "5", "-b", f"127.0.0.1:{port}", f"{module}:app"],
+                [sys.executable, "-m", "gunicorn", "--chdir", str(work), *gunicorn_args(defaults),
+                 "-b", f"127.0.0.1:{port}", f"{module}:app"],
                 port, work / f"{module}.log", "/ready",
             )
         if "kserve" not in args.skip:
