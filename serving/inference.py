@@ -125,7 +125,7 @@ class InferenceCore:
                 name, body, version, label, CLASSIFY_METHOD, "classify", _classify_outputs
             )
             results = _classifications(outputs, len(examples))
-            return json_codec.dumps({"results": results}, finite=_finite(outputs))
+            return json_codec.dumps_outputs({"results": results}, outputs)
 
         return self._observed(name, "classify", answer, infer=True)
 
@@ -144,7 +144,7 @@ class InferenceCore:
                     "Expected output Tensor shape to be either [batch_size] or "
                     f"[batch_size, 1] but got {list(values.shape)}"
                 )
-            return json_codec.dumps({"results": values.reshape(-1)}, finite=_finite(outputs))
+            return json_codec.dumps_outputs({"results": values.reshape(-1)}, outputs)
 
         return self._observed(name, "regress", answer, infer=True)
 
@@ -348,6 +348,3 @@ def _classifications(outputs: dict[str, np.ndarray], batch: int) -> list[list[li
         results.append(row)
     return results
 
-
-def _finite(outputs: dict[str, np.ndarray]) -> bool:
-    return all(a.dtype.kind != "f" or bool(np.isfinite(a).all()) for a in outputs.values())

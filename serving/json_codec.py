@@ -489,7 +489,7 @@ def encode_predict(outputs: Mapping[str, np.ndarray], fmt: RequestFormat) -> byt
     columns = {name: _jsonable(name, array) for name, array in outputs.items()}
     if fmt is RequestFormat.COLUMNAR:
         body = next(iter(columns.values())) if len(columns) == 1 else columns
-        return dumps({"outputs": body}, finite=_all_finite(outputs))
+        return dumps_outputs({"outputs": body}, outputs)
     batch = -1
     for name, array in outputs.items():
         if array.ndim == 0:
@@ -505,7 +505,7 @@ def encode_predict(outputs: Mapping[str, np.ndarray], fmt: RequestFormat) -> byt
     else:
         names = list(columns)
         rows = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-    return dumps({"predictions": rows}, finite=_all_finite(outputs))
+    return dumps_outputs({"predictions": rows}, outputs)
 
 
 def _jsonable(name: str, array: np.ndarray) -> Any:
@@ -533,6 +533,18 @@ def _all_finite(outputs: Mapping[str, np.ndarray]) -> bool:
     return all(
         array.dtype.kind != "f" or bool(np.isfinite(array).all()) for array in outputs.values()
     )
+
+
+def dumps_outputs(doc: Any, outputs: Mapping[str, np.ndarray]) -> bytes:
+    """``dumps(doc)`` of an answer made from ``outputs``; NaN and infinity as TF Serving has them.
+
+    orjson writes a NaN or infinite float as ``null``, so the outputs are searched
+    for one only when the answer has a ``null`` in it.
+    """
+    body = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if b"null" in body and not _all_finite(outputs):
+        return dumps(doc, finite=False)
+    return body
 
 
 def dumps(doc: Any, finite: bool = True) -> bytes:

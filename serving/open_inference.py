@@ -372,7 +372,7 @@ def _encode(
     answer: dict[str, Any] = {"model_name": model, "model_version": str(version)}
     if "id" in doc:
         answer["id"] = doc["id"]
-    entries, chunks, finite = [], [], True
+    entries, chunks, in_json = [], [], {}
     for alias, binary in wanted.items():
         array = outputs[alias]
         datatype = table.outputs[alias].datatype
@@ -383,10 +383,10 @@ def _encode(
             chunks.append(raw)
         else:
             entry["data"] = _to_json(array, datatype)
-            finite = finite and (array.dtype.kind != "f" or bool(np.isfinite(array).all()))
+            in_json[alias] = array
         entries.append(entry)
     answer["outputs"] = entries
-    header = json_codec.dumps(answer, finite=finite)
+    header = json_codec.dumps_outputs(answer, in_json)
     if not chunks:
         return InferResponse(header)
     return InferResponse(header + b"".join(chunks), len(header))

@@ -196,3 +196,13 @@ def test_unknown_models_and_readiness(client):
     # bad_half_plus_two is configured but failed to load: the server is not ready.
     assert client.get("/v2/health/ready").status_code == 400
     assert client.get("/v2/health/live").status_code == 200
+
+
+def test_non_finite_outputs_written_as_tokens(client):
+    body = (b'{"inputs": [{"name": "x", "shape": [4, 1], "datatype": "FP32", '
+            b'"data": [NaN, Infinity, -Infinity, 1.0]}]}')
+    response = client.post("/v2/models/half_plus_two/infer", data=body)
+    assert response.status_code == 200, response.get_data()
+    assert b'"data": [NaN, Infinity, -Infinity, 2.5]' in response.get_data()
+    infinite = client.post("/v2/models/half_plus_two/infer", data=body.replace(b"NaN", b"3.0"))
+    assert b'"data": [3.5, Infinity, -Infinity, 2.5]' in infinite.get_data()
