@@ -253,7 +253,7 @@ def versions(kserve_python: str) -> dict[str, str]:
     return found
 
 
-def markdown(results: dict, meta: dict) -> str:
+def markdown(results: dict, meta: dict, runs: dict | None = None) -> str:
     rows = [
         "| server | route | req/s @16 conns | p50 ms @16 | req/s @1 conn | p50 ms @1 | non-2xx |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -280,6 +280,13 @@ def markdown(results: dict, meta: dict) -> str:
     if t and w:
         ratio = t["c16"]["rps"] / w["c16"]["rps"]
         lines.append(f"- tfkit / model-less bare WSGI ceiling at 16 connections: **{ratio:.2f}×**")
+    for other, label in (("kserve", "KServe"), ("ceiling", "Flask ceiling")):
+        if runs and "tfkit" in runs and other in runs:
+            ratios = [a["rps"] / b["rps"]
+                      for a, b in zip(runs["tfkit"]["c16"], runs[other]["c16"], strict=True)]
+            lines.append(f"- tfkit / {label} at 16 connections, each round: "
+                         + ", ".join(f"{r:.2f}" for r in ratios)
+                         + f" (median {statistics.median(ratios):.2f})")
     bad = sum(r["non_2xx"] + r["socket_errors"] for r in results.values())
     lines.append(f"- non-2xx responses and socket errors, all runs: **{bad}**")
     return "\n".join([
@@ -403,7 +410,7 @@ def main() -> None:
             "versions": versions(args.kserve_python),
             "command": "python benchmarks/serve_speed.py " + " ".join(sys.argv[1:]),
         }
-        table = markdown(results, meta)
+        table = markdown(results, meta, runs)
         print("\n" + table)
         if args.results:
             with open(args.results, "a") as out:
