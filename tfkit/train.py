@@ -364,7 +364,7 @@ def _checkpointer(
         directory, model=model, optimizer=optimizer, chief=chief, every_steps=every_steps,
         # Workers must save at the same steps: a clock would not agree across machines.
         every_seconds=config.checkpoint_every_seconds if single else float("inf"),
-        keep=config.keep_checkpoints,
+        keep=config.keep_checkpoints, keep_initial=config.on_nan == "restore",
     )
 
 
