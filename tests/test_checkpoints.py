@@ -134,6 +134,15 @@ def test_on_nan_restore_rolls_back_a_bounded_number_of_times(tmp_path, caplog):
     assert values and all(np.all(np.isfinite(v)) for _, v in values)
 
 
+@pytest.mark.parametrize(("on_nan", "kept"), [("stop", False), ("restore", True)])
+def test_initial_weights_are_kept_only_for_a_rollback(tmp_path, on_nan, kept):
+    tfkit.train("penguins", epochs=1, on_nan=on_nan, logdir=str(tmp_path), run_name="run",
+                export=None, verbose=False)
+    initial = tmp_path / "run" / "checkpoints" / "initial.index"
+    assert initial.exists() is kept
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))  # the final one
+
+
 @pytest.mark.parametrize(("seed_a", "seed_b", "same"), [(7, 7, True), (7, 8, False)])
 def test_same_seed_same_weights(seed_a, seed_b, same):
     options = dict(epochs=2, logdir=None, export=None, verbose=False)

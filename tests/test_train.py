@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
 import tfkit
 from tfkit import datasets
@@ -143,6 +144,19 @@ def test_mixed_bfloat16_matches_float32_accuracy_on_digits():
     assert mixed.model.output.dtype == "float32"  # the head stays in float32
     assert abs(mixed.history["val_accuracy"][-1] - full.history["val_accuracy"][-1]) <= 0.01
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_op_determinism_is_on_for_the_run_and_off_again_after_it():
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(tf_config.is_op_determinism_enabled())
+
+    assert not tf_config.is_op_determinism_enabled()
+    tfkit.train("penguins", epochs=1, callbacks=[Record()], **QUIET)
+    assert seen == [True]  # on a CPU by default: exact resume, repeatable runs
+    assert not tf_config.is_op_determinism_enabled()  # the process's own setting is back
 
 
 def test_mixed_float16_scales_the_loss_and_still_learns():

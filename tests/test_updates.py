@@ -84,3 +84,13 @@ def test_anything_beyond_the_plain_update_is_left_to_keras(make):
 def test_adam_kernel_takes_the_weights_it_is_faster_for(size, fused):
     update = fused_update(keras.optimizers.Adam(1e-3), tf.distribute.get_strategy())
     assert update.fused(keras.Variable(np.zeros(size, np.float32))) is fused
+
+
+def test_plain_adam_leaves_no_weight_to_keras_apply(monkeypatch):
+    """Keras's apply converts its update with AutoGraph per weight: slow to trace."""
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("Keras's apply_gradients was called")
+
+    monkeypatch.setattr(keras.optimizers.Adam, "apply_gradients", refuse)
+    _, _, loss = _train("adam", "cpu", fused=True)
+    assert np.isfinite(loss)

@@ -43,9 +43,10 @@ class Checkpointer:
     def __init__(
         self, directory: str, *, model: keras.Model, optimizer: keras.optimizers.Optimizer,
         chief: bool = True, every_steps: float = float("inf"), every_seconds: float = 120.0,
-        keep: int = 3,
+        keep: int = 3, keep_initial: bool = True,
     ) -> None:
         self.directory, self.chief = directory, chief
+        self.keep_initial = keep_initial
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self.model = model
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -56,9 +57,12 @@ class Checkpointer:
         self._last_time = time.monotonic()
 
     def save_initial(self) -> None:
-        """Keep the starting weights outside the rotation: the last resort of a rollback."""
+        """Keep the starting weights outside the rotation: the last resort of a rollback.
+
+        Only with `keep_initial`: nothing else reads them.
+        """
         self.step.assign(0)
-        if self.chief:
+        if self.chief and self.keep_initial:
             self.checkpoint.write(os.path.join(self.directory, INITIAL))
 
     def restore(self, back: int | None = 0) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # no public off switch
 
 from tfkit import checkpoints, distribute, loop, memory, models
 from tfkit import data as data_lib
@@ -96,7 +97,12 @@ def train(
     config = _make_config(data, config, options)
     # The strategy first: "cpu:N" must split the CPU before anything starts TensorFlow.
     strategy = distribute.resolve(config.strategy)
-    _seed_everything(config)
+    with _op_determinism(config):
+        return _train(config, strategy, callbacks)
+
+
+def _train(config: TrainConfig, strategy, callbacks) -> TrainResult:
+    keras.utils.set_random_seed(config.seed)
     prepared = data_lib.prepare(
         config.data, target=config.target, task=config.task,
         validation_split=config.validation_split, seed=config.seed, missing=config.missing,
@@ -337,13 +343,25 @@ def _dtype_policy(name: str | None):
         keras.config.set_dtype_policy(previous)
 
 
-def _seed_everything(config: TrainConfig) -> None:
-    keras.utils.set_random_seed(config.seed)
+@contextlib.contextmanager
+def _op_determinism(config: TrainConfig):
+    """Op determinism for the run (by default on a CPU), then the process's own setting back.
+
+    The setting is process-wide: left on after the run, it would go on forcing
+    every later tf.data pipeline and model of the process to be deterministic,
+    which the user did not ask for.
+    """
     deterministic = config.deterministic
     if deterministic is None:  # exact resume and repeatable runs cost little on a CPU
         deterministic = not tf.config.list_physical_devices("GPU")
+    already = tf_config.is_op_determinism_enabled()
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if deterministic and not already:
+            tf_config.disable_op_determinism()
 
 
 def _checkpointer(
@@ -364,7 +382,7 @@ def _checkpointer(
         directory, model=model, optimizer=optimizer, chief=chief, every_steps=every_steps,
         # Workers must save at the same steps: a clock would not agree across machines.
         every_seconds=config.checkpoint_every_seconds if single else float("inf"),
-        keep=config.keep_checkpoints,
+        keep=config.keep_checkpoints, keep_initial=config.on_nan == "restore",
     )
 
 

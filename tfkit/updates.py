@@ -9,9 +9,15 @@ kernel splits every weight above a few hundred floats across all threads
 weight on 2 cores (benchmarks/update_kernels.py): 256 floats 7.5 µs fused vs
 14 µs as separate ops (the kernel still runs inline), 4,096 floats 76 vs
 32 µs (split, and the split costs more than it saves), 65,536 floats 198 vs
-352 µs (the split pays). Large weights still stay with Keras's ops: with the
-CNN benchmark's 200,704-float dense weight in the kernel, peak host memory
-rose by about 58 MB (cause not found), past the 10 % allowance over
+352 µs (the split pays). Larger weights keep Keras's arithmetic: the same
+separate ops Keras's Adam writes, emitted here on each weight's handles
+(`_adam_ops`).
+Keras's own apply hands every weight to the strategy's `update`, which
+converts Keras's update function with AutoGraph for each weight when
+called from a converted function such as the training loop: about 50 ms of
+tracing per weight on the CNN benchmark, for the same graph. With the CNN
+benchmark's 200,704-float dense weight in the fused kernel, peak host
+memory rose by about 58 MB (cause not found), past the 10 % allowance over
 `model.fit`. So the Adam kernel takes the weights of at most
 INLINE_MAX_SIZE elements (biases, small heads); the SGD kernels are plain
 Eigen expressions, sized right, and take every weight.
@@ -50,8 +56,8 @@ def fused_update(optimizer: keras.optimizers.Optimizer,
 
     The returned function takes the gradients summed over replicas (one
     replica's update then equals every other's, so mirrored copies stay the
-    same) for the fused weights, each replica's share for the others (Keras
-    sums those itself), and increments `optimizer.iterations` once.
+    same) for the weights it updates itself, each replica's share for the
+    others (Keras sums those itself), and increments `optimizer.iterations` once.
 
     Example:
         >>> update = fused_update(keras.optimizers.Adam(1e-3), tf.distribute.get_strategy())
@@ -65,9 +71,9 @@ def fused_update(optimizer: keras.optimizers.Optimizer,
     if type(optimizer) is keras.optimizers.Adam and not optimizer.amsgrad and _numbers(
         optimizer.beta_1, optimizer.beta_2, optimizer.epsilon
     ):
-        return _Fused(optimizer, _adam, by_size=True)
+        return _Fused(optimizer, _adam, large=_adam_ops)
     if type(optimizer) is keras.optimizers.SGD and _numbers(optimizer.momentum):
-        return _Fused(optimizer, _sgd, by_size=False)
+        return _Fused(optimizer, _sgd)
     return None
 
 
@@ -76,30 +82,35 @@ def _numbers(*values: object) -> bool:
 
 
 class _Fused:
-    """Applies `kernel` to each large weight and Keras's own update to the rest."""
+    """Applies `kernel` to the weights it suits, `large` (the same update as separate ops)
+    to the other plain weights, and Keras's own apply to the rest."""
 
     def __init__(self, optimizer: keras.optimizers.Optimizer, kernel: Callable, *,
-                 by_size: bool) -> None:
-        self.optimizer, self.kernel, self.by_size = optimizer, kernel, by_size
+                 large: Callable | None = None) -> None:
+        self.optimizer, self.kernel, self.large = optimizer, kernel, large
+
+    def plain(self, variable: keras.Variable) -> bool:
+        """Whether the update is the optimizer's rule alone (no constraint, no overwrite)."""
+        return variable.constraint is None and not variable.overwrite_with_gradient
 
     def fused(self, variable: keras.Variable) -> bool:
         """Whether this weight's update runs in the fused kernel."""
-        if variable.constraint is not None or variable.overwrite_with_gradient:
-            return False
         size = variable.shape.num_elements() or 0
-        return not self.by_size or size <= INLINE_MAX_SIZE
+        return self.plain(variable) and (self.large is None or size <= INLINE_MAX_SIZE)
 
     def __call__(self, summed: Sequence[tf.Tensor], shares: Sequence[tf.Tensor],
                  variables: Sequence[keras.Variable]) -> None:
         opt = self.optimizer
-        fused, rest = [], []
+        own, rest = [], []
         for gradient, share, variable in zip(summed, shares, variables, strict=True):
             if self.fused(variable):
-                fused.append((gradient, variable))
+                own.append((gradient, variable, self.kernel))
+            elif self.large and self.plain(variable):
+                own.append((gradient, variable, self.large))
             else:
                 rest.append((share, variable))
         scalars: dict[tf.DType, dict[str, tf.Tensor]] = {}
-        for gradient, variable in fused:
+        for gradient, variable, update in own:
             dtype = variable.dtype
             if dtype not in scalars:  # the same per-step scalars Keras computes per weight
                 scalars[dtype] = {
@@ -107,7 +118,7 @@ class _Fused:
                     "step": tf.cast(opt.iterations + 1, dtype),
                 }
             slots = [s[opt._get_variable_index(variable)] for s in _slots(opt)]
-            self.kernel(opt, variable, slots, tf.cast(gradient, dtype), scalars[dtype])
+            update(opt, variable, slots, tf.cast(gradient, dtype), scalars[dtype])
         if rest:  # after the kernels, which read the step count Keras's apply then increments
             opt.apply_gradients(rest)
         else:
@@ -132,6 +143,27 @@ def _adam(opt, variable, slots, gradient, scalars) -> None:
         lr=scalars["lr"], beta1=beta_1, beta2=beta_2, epsilon=tf.cast(opt.epsilon, dtype),
         grad=gradient,
     )
+
+
+def _adam_ops(opt, variable, slots, gradient, scalars) -> None:
+    """Keras 3's `Adam.update_step` op for op, on the weight's and slots' own handles."""
+    dtype = gradient.dtype
+    m, v = slots
+    beta_1_power = tf.pow(tf.cast(opt.beta_1, dtype), scalars["step"])
+    beta_2_power = tf.pow(tf.cast(opt.beta_2, dtype), scalars["step"])
+    alpha = scalars["lr"] * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+    _assign_add(m, (gradient - _read(m, dtype)) * (1 - opt.beta_1))
+    _assign_add(v, (tf.square(gradient) - _read(v, dtype)) * (1 - opt.beta_2))
+    step = (_read(m, dtype) * alpha) / (tf.sqrt(_read(v, dtype)) + opt.epsilon)
+    tf.raw_ops.AssignSubVariableOp(resource=variable.handle, value=step)
+
+
+def _read(variable: keras.Variable, dtype: tf.DType) -> tf.Tensor:
+    return tf.raw_ops.ReadVariableOp(resource=variable.handle, dtype=dtype)
+
+
+def _assign_add(variable: keras.Variable, value: tf.Tensor) -> None:
+    tf.raw_ops.AssignAddVariableOp(resource=variable.handle, value=value)
 
 
 def _sgd(opt, variable, slots, gradient, scalars) -> None:
