@@ -18,8 +18,9 @@ With ``--workers N``, each worker process:
   ``--num_batch_threads`` (default: the cores) and ``--max_enqueued_batches`` hold
   per worker, and each worker's TensorFlow sizes its intra-op pool to all cores.
 
-With several workers each listens on its own ``SO_REUSEPORT`` socket, so the
-kernel spreads new connections evenly over them (on one shared socket, 16
+With several workers each listens on its own ``SO_REUSEPORT`` socket, opened
+only once its models are loaded (``_listen_later``), so the kernel spreads new
+connections evenly over the workers that are ready (on one shared socket, 16
 keep-alive connections opened at once all went to one worker in 1 of 4 runs, and
 that worker's GIL capped the throughput at half).
 
@@ -41,6 +42,8 @@ import argparse
 import logging
 import os
 import shutil
+import socket
+import sys
 import tempfile
 from typing import Any
 
@@ -220,9 +223,13 @@ def run_serve(args: argparse.Namespace) -> int:
         "keepalive": 5,
         "accesslog": None,
         "worker_exit": _worker_exit,
+        "post_fork": _listen_later,
+        "post_worker_init": _listen_now,
         # Gunicorn's control socket sits at one path per user; two servers would collide.
         "control_socket_disable": True,
     }
+    if options["reuse_port"]:
+        _check_address_free(args.host, port)
     logger.info("Serving on http://%s", options["bind"])
     master = os.getpid()
     try:
@@ -255,6 +262,48 @@ def _access_config(args: argparse.Namespace) -> dict[str, Any]:
             args.host,
         )
     return config
+
+
+def _check_address_free(host: str, port: int) -> None:
+    """Stops at once if the port is taken.
+
+    With a socket per worker the master binds nothing itself, and gunicorn would
+    go on replacing workers that cannot bind.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as exc:
+        raise SystemExit(f"tfkit serve: cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _listen_later(server: Any, worker: Any) -> None:
+    """With a socket per worker, closes the one gunicorn just opened for this worker.
+
+    The kernel sends connections to every listening ``SO_REUSEPORT`` socket, so a
+    worker still importing TensorFlow and loading models would hold its share of
+    new connections for seconds (a replaced worker too). It listens from
+    ``_listen_now`` on, once the app is loaded.
+    """
+    if server.cfg.reuse_port:
+        for listener in worker.sockets:
+            listener.close()
+        worker.sockets = []
+
+
+def _listen_now(worker: Any) -> None:
+    if worker.cfg.reuse_port and not worker.sockets:
+        from gunicorn import sock, util
+        from gunicorn.arbiter import Arbiter
+
+        try:
+            worker.sockets = sock.create_sockets(worker.cfg, worker.log)
+        except SystemExit:  # the port is taken: stop the server rather than respawn forever
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        for listener in worker.sockets:
+            util.close_on_exec(listener)
+        worker.wait_fds = [*worker.sockets, worker.PIPE[0]]
 
 
 def _worker_exit(server: Any, worker: Any) -> None:

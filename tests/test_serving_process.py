@@ -1,6 +1,9 @@
 """The serve command as a real process: HTTP over 127.0.0.1, hot reload under traffic, SIGTERM."""
 
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -149,3 +152,15 @@ def test_tf_serving_flags_and_sigterm(start_server):
     assert server.stop(timeout=30) == 0
     assert time.monotonic() - started < 30
     assert "Shutting down" in server.log()
+
+
+def test_several_workers_stop_at_once_when_the_port_is_taken(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "serving", "--models", str(tmp_path), "--workers", "2",
+             "--port", str(port)],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert done.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
