@@ -31,7 +31,6 @@ from serving.views.kserve_v2 import HEADER_LENGTH, header_length
 
 _V1 = re.compile(r"/v1/models/([^/:]+)(?:/(versions|labels)/([^/:]+))?:(predict|classify|regress)")
 _V2 = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
-_BINARY_LENGTH_KEY = "HTTP_INFERENCE_HEADER_CONTENT_LENGTH"
 _NOSNIFF = ("X-Content-Type-Options", "nosniff")
 
 StartResponse = Callable[..., Any]
@@ -87,7 +86,8 @@ class DirectRoutes:
 
     def _infer_v2(self, environ: dict[str, Any], name: str, version: str | None, body: bytes
                   ) -> tuple[bytes, list[tuple[str, str]]]:
-        answer = self._v2.infer(name, version, body, header_length(environ.get(_BINARY_LENGTH_KEY)))
+        length = header_length(environ.get(security.BINARY_HEADER_LENGTH_KEY))
+        answer = self._v2.infer(name, version, body, length)
         if answer.header_length is None:
             return answer.body, [("Content-Type", "application/json")]
         return answer.body, [("Content-Type", "application/octet-stream"),

@@ -63,7 +63,7 @@ _CORS_METHODS = "GET, POST, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type, Content-Encoding"
 _CORS_MAX_AGE = "600"
 # KServe's binary tensor extension: only this many leading bytes of the body are JSON.
-_BINARY_HEADER_LENGTH_KEY = "HTTP_INFERENCE_HEADER_CONTENT_LENGTH"  # its WSGI environ key
+BINARY_HEADER_LENGTH_KEY = "HTTP_INFERENCE_HEADER_CONTENT_LENGTH"  # its WSGI environ key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,7 +349,7 @@ def _read_unsized(stream: IO[bytes], max_body: int) -> bytes:
 
 
 def _json_part(mimetype: str, environ: Mapping[str, Any], body: bytes) -> bytes:
-    length = environ.get(_BINARY_HEADER_LENGTH_KEY, "").strip()
+    length = environ.get(BINARY_HEADER_LENGTH_KEY, "").strip()
     if length.isascii() and length.isdigit():
         return body[: int(length)]
     if mimetype == "application/octet-stream":
