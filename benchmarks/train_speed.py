@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import platform
@@ -48,30 +49,36 @@ class Workload:
     input_shape: tuple[int, ...]
     classes: int
     what: str
+    conv_widths: tuple[int, ...] = ()  # channels of the two conv layers; empty for the MLP
 
 
 WORKLOADS = {
     "mlp": Workload("mlp", 32_768, 32, 5, (20,), 2, "MLP 20-64-64-2, batch 32 (overhead-bound)"),
     "cnn": Workload("cnn", 8_192, 128, 2, (28, 28, 1), 10,
                     "CNN 28x28x1, conv32-pool-conv64-pool-dense64-10, batch 128 "
-                    "(compute-bound)"),
+                    "(compute-bound)", conv_widths=(32, 64)),
+    # The same shape with twice the channels: its time goes to large convolutions rather
+    # than to the 1-channel first layer and the pooling gradients.
+    "cnn_wide": Workload("cnn_wide", 8_192, 128, 2, (28, 28, 1), 10,
+                         "CNN 28x28x1, conv64-pool-conv128-pool-dense64-10, batch 128 "
+                         "(compute-bound)", conv_widths=(64, 128)),
 }
-QUICK_ROWS = {"mlp": 4_096, "cnn": 1_024}
+QUICK_ROWS = {"mlp": 4_096, "cnn": 1_024, "cnn_wide": 1_024}
 
 
 def build_model(workload: Workload) -> keras.Model:
     """The workload's model, initialised from SEED (identical for every variant)."""
     keras.utils.set_random_seed(SEED)
-    if workload.name == "mlp":
+    if not workload.conv_widths:
         layers = [
             keras.layers.Dense(64, activation="relu"),
             keras.layers.Dense(64, activation="relu"),
         ]
     else:
         layers = [
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(workload.conv_widths[0], 3, padding="same", activation="relu"),
             keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(workload.conv_widths[1], 3, padding="same", activation="relu"),
             keras.layers.MaxPooling2D(2),
             keras.layers.Flatten(),
             keras.layers.Dense(64, activation="relu"),
@@ -87,7 +94,7 @@ def make_data(workload: Workload, rows: int, seed: int = 0) -> tuple[np.ndarray,
     is a fixed smooth 28x28 template (7x7 noise scaled up 4x), seen through noise.
     """
     rng = np.random.default_rng(seed)
-    if workload.name == "cnn":
+    if workload.conv_widths:
         coarse = np.random.default_rng(99).standard_normal((workload.classes, 7, 7, 1))
         templates = np.kron(coarse, np.ones((1, 4, 4, 1))).astype(np.float32)
         y = rng.integers(0, workload.classes, rows)
@@ -246,6 +253,9 @@ def time_variants(workload, variants, x, y, x_eval, y_eval, epochs, repeats) -> 
     results = {name: {"seconds": [], "steady": []} for name in variants}
     for rep in range(repeats):
         for name in variants:
+            # The previous run's traced graphs are garbage now; collecting them can take
+            # seconds, so do it here rather than wherever it would fall in the next run.
+            gc.collect()
             started = time.perf_counter()
             run = VARIANTS[name](workload, x, y, epochs)
             seconds = time.perf_counter() - started
@@ -293,31 +303,66 @@ def speed(args, workloads) -> dict:
         results = time_variants(workload, variants, x, y, x_eval, y_eval, epochs, args.repeats)
         print_table(workload, results, epochs, rows)
         out[name] = {"rows": rows, "epochs": epochs, "results": results}
-        if name == "cnn":
+        if workload.conv_widths:
             out[name]["flops"] = flops_report(workload, results, args)
     return out
 
 
+def onednn_enabled() -> bool:
+    """Whether this process runs TensorFlow's oneDNN CPU kernels (fixed when TF is imported)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def best_matmul(sizes: list[int], repeats: int) -> tuple[float, int]:
+    """The best matmul FLOP/s over the sizes, and the size that gave it.
+
+    No single size is best for both kernel libraries: measured here, Eigen peaked at
+    1024-2048 (about 117 GFLOP/s) and fell to 84 at 4096, while oneDNN rose to 158 at 4096.
+    """
+    return max((matmul_flops_per_second(n, repeats), n) for n in sizes)
+
+
+def matmul_in_child(sizes: list[int], repeats: int, onednn: bool) -> tuple[float, int]:
+    """`best_matmul` in a fresh process with oneDNN kernels switched on or off."""
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1" if onednn else "0"}
+    command = [sys.executable, os.path.abspath(__file__), "--matmul-child", str(repeats),
+               *map(str, sizes)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    rate, n = done.stdout.strip().splitlines()[-1].split()
+    return float(rate), int(n)
+
+
 def flops_report(workload, results, args) -> dict:
+    """The CNN's FLOP/s against a large matmul: in this process, and the best either kernel
+    library reaches on this machine (a child process each, since oneDNN is fixed at import)."""
     forward = forward_flops(build_model(workload))
     train = 3 * forward
-    n = 1024 if args.quick else args.matmul_size
-    peak = matmul_flops_per_second(n, repeats=3 if args.quick else 10)
+    sizes = [1024] if args.quick else args.matmul_sizes
+    repeats = 3 if args.quick else 10
+    here, here_n = best_matmul(sizes, repeats)
+    children = {on: matmul_in_child(sizes, repeats, on) for on in (False, True)}
+    best = max(here, *(rate for rate, _ in children.values()))
     print(f"\nCNN FLOPs per example: forward {forward / 1e6:.2f} M, training (3x forward) "
           f"{train / 1e6:.2f} M")
-    print(f"float32 matmul {n}x{n}, best of N: {peak / 1e9:.1f} GFLOP/s")
-    report = {"forward_flops": forward, "train_flops": train, "matmul_n": n,
-              "matmul_flops_per_second": peak}
+    print(f"float32 n x n matmul, best over n in {sizes}, best of {repeats} each: this process "
+          f"(oneDNN {'on' if onednn_enabled() else 'off'}) {here / 1e9:.1f} GFLOP/s (n={here_n});"
+          " fresh processes: " + ", ".join(
+              f"oneDNN {'on' if on else 'off'} {rate / 1e9:.1f} (n={n})"
+              for on, (rate, n) in children.items()))
+    report = {"forward_flops": forward, "train_flops": train, "matmul_sizes": sizes,
+              "matmul_flops_per_second": here, "matmul_onednn_off": children[False][0],
+              "matmul_onednn_on": children[True][0], "matmul_best": best}
     for name, r in results.items():
-        achieved = r["samples_per_second"] * train
-        r["flops_per_second"] = achieved
-        print(f"  {LABELS[name]:38s} {achieved / 1e9:6.1f} GFLOP/s = {achieved / peak:5.1%} "
-              "of matmul (end to end)")
+        rates = {"end to end": r["samples_per_second"] * train}
+        r["flops_per_second"] = rates["end to end"]
         if r["best_steady"]:
-            steady = r["best_steady"] * train
-            r["steady_flops_per_second"] = steady
-            print(f"  {LABELS[name]:38s} {steady / 1e9:6.1f} GFLOP/s = {steady / peak:5.1%} "
-                  "of matmul (last epoch only, no tracing)")
+            rates["last epoch only, no tracing"] = r["steady_flops_per_second"] = (
+                r["best_steady"] * train)
+        for what, rate in rates.items():
+            print(f"  {LABELS[name]:38s} {rate / 1e9:6.1f} GFLOP/s = {rate / here:5.1%} of this "
+                  f"process's matmul, {rate / best:5.1%} of the best ({what})")
     return report
 
 
@@ -364,7 +409,7 @@ def memory(args, workloads) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", choices=["mlp", "cnn", "all"], default="all")
+    parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant; best kept")
     parser.add_argument("--epochs", type=int, default=None,
                         help="override the workload's epochs (mlp 5, cnn 2)")
@@ -373,19 +418,24 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time tfkit.train(jit_compile=True)")
     parser.add_argument("--memory", action="store_true",
                         help="peak host memory of model.fit vs tfkit.train (a child each)")
-    parser.add_argument("--matmul-size", type=int, default=4096)
+    parser.add_argument("--matmul-sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--matmul-child", nargs="+", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.matmul_child:
+        rate, n = best_matmul(args.matmul_child[1:], args.matmul_child[0])
+        print(rate, n)
+        return
     if args.child:
         child(args)
         return
-    workloads = ["mlp", "cnn"] if args.workload == "all" else [args.workload]
+    workloads = list(WORKLOADS) if args.workload == "all" else [args.workload]
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
-          f"{platform.python_version()}, {os.cpu_count()} CPU cores, tfkit from "
-          f"{os.path.dirname(tfkit.__file__)}")
+          f"{platform.python_version()}, {os.cpu_count()} CPU cores, oneDNN kernels "
+          f"{'on' if onednn_enabled() else 'off'}, tfkit from {os.path.dirname(tfkit.__file__)}")
     report = {"tensorflow": tf.__version__, "keras": keras.__version__,
-              "cores": os.cpu_count(), "argv": sys.argv[1:]}
+              "cores": os.cpu_count(), "onednn": onednn_enabled(), "argv": sys.argv[1:]}
     if args.quick:
         args.repeats = min(args.repeats, 1)
     if args.memory:

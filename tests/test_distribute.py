@@ -1,7 +1,11 @@
 """Strategy resolution: what 'auto' picks, cpu:N, and refusals."""
 
 import json
+import os
+import subprocess
+import sys
 
+import keras
 import pytest
 import tensorflow as tf
 
@@ -87,3 +91,38 @@ def test_tpu_is_resolved_through_the_cluster_resolver(monkeypatch):
     assert isinstance(strategy, FakeTPUStrategy)
     assert calls == [("resolver", "my-tpu"), ("connect", "FakeResolver"),
                      ("initialize", "FakeResolver"), ("strategy", "FakeResolver")]
+
+
+def test_onednn_kernels_follows_the_variable_read_when_tensorflow_starts():
+    probe = "from tfkit import distribute; print(distribute.describe()['onednn_cpu_kernels'])"
+    children = {
+        value: subprocess.Popen(
+            [sys.executable, "-c", probe], stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": value, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        for value in ("0", "1")
+    }
+    seen = {value: child.communicate(timeout=120)[0].split()[-1]
+            for value, child in children.items()}
+    assert seen == {"0": "False", "1": "True"}
+
+
+@pytest.mark.parametrize(
+    ("layer", "onednn", "noted"),
+    [
+        (keras.layers.Conv2D(2, 3), False, True),
+        (keras.layers.SeparableConv2D(2, 3), False, True),
+        (keras.layers.Conv2D(2, 3), True, False),
+        (keras.layers.Conv2D(2, 3), None, False),
+        (keras.layers.Dense(2), False, False),
+    ],
+)
+def test_onednn_hint_only_for_convolutions_on_cpus_without_onednn(
+        monkeypatch, layer, onednn, noted):
+    monkeypatch.setattr(distribute, "onednn_kernels", lambda: onednn)
+    model = keras.Sequential([keras.Input((6, 6, 1)), layer, keras.layers.Flatten(),
+                              keras.layers.Dense(1)])
+    hint = distribute.onednn_hint(model, distribute.resolve("cpu"))
+    assert (hint is not None) == noted
+    if noted:
+        assert "TF_ENABLE_ONEDNN_OPTS=1" in hint

@@ -15,6 +15,7 @@ import tensorflow as tf
 log = logging.getLogger(__name__)
 
 _CPU_N = re.compile(r"^cpu:(\d+)$")
+_CONV_LAYER = re.compile(r"^(Depthwise|Separable)?Conv[123]D")
 
 
 def choose(*, gpus: int, tpu: bool, workers: int) -> str:
@@ -142,6 +143,32 @@ def _split_cpu(n: int) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy([d.name for d in logical[:n]])
 
 
+def onednn_kernels() -> bool | None:
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process (None: cannot tell).
+
+    TensorFlow decides once, when it is imported: `TF_ENABLE_ONEDNN_OPTS=1` or `0` if
+    set, otherwise on only for CPUs with AVX-512 or AMX features.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a private module: gone in some future TensorFlow
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def onednn_hint(model: Any, strategy: tf.distribute.Strategy) -> str | None:
+    """A note for a convolutional model trained on CPUs without oneDNN kernels, else None."""
+    on_cpu = all(":CPU:" in d.upper() for d in strategy.extended.worker_devices)
+    if not on_cpu or onednn_kernels() is not False:
+        return None
+    if not any(_CONV_LAYER.match(type(layer).__name__) for layer in model._flatten_layers()):
+        return None
+    return ("TensorFlow's oneDNN CPU kernels are off in this process; for convolutions they "
+            "are faster (1.3-1.4x per training step on a 2-core AVX2 CPU, while small dense "
+            "layers got 15-20% slower): set TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow is "
+            "imported")
+
+
 def describe() -> dict[str, Any]:
     """What hardware is here and what `strategy="auto"` would pick (`tfkit devices`)."""
     physical = {
@@ -158,6 +185,7 @@ def describe() -> dict[str, Any]:
             gpus=len(physical["GPU"]), tpu=tpu_present(), workers=cluster_workers()
         ),
         "cpu_cores": os.cpu_count(),
+        "onednn_cpu_kernels": onednn_kernels(),
     }
 
 

@@ -217,6 +217,9 @@ class _Run:
             spec.task, self.strategy.num_replicas_in_sync, self.global_batch,
             self.steps_per_epoch,
         )
+        hint = distribute.onednn_hint(self.model, self.strategy)
+        if hint:
+            log.info(hint)
 
     def fit(self, callbacks: list | None) -> dict[str, list[float]]:
         """The loop, from the restored step; rolls back on NaN when asked to."""
