@@ -147,7 +147,7 @@ def onednn_kernels() -> bool | None:
     """Whether TensorFlow runs its oneDNN CPU kernels in this process (None: cannot tell).
 
     TensorFlow decides once, when it is imported: `TF_ENABLE_ONEDNN_OPTS=1` or `0` if
-    set, otherwise on only for CPUs with AVX-512 or AMX features.
+    set, otherwise on only for x86 CPUs with AVX-512 deep-learning extensions or AMX.
     """
     try:
         from tensorflow.python.util import _pywrap_util_port
