@@ -5,7 +5,7 @@ the same synthetic data with the same batch size, optimizer and epochs, in one
 process. Each is timed end to end (model building, tracing and all epochs) and
 repeated; the best of each is reported, with ratios measured in the same run.
 
-    python benchmarks/train_speed.py                  # both workloads, full size
+    python benchmarks/train_speed.py                  # every workload, full size
     python benchmarks/train_speed.py --quick          # a short smoke run
     python benchmarks/train_speed.py --memory         # peak host memory, one child per variant
 
@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfkit  # noqa: E402
+from tfkit.distribute import onednn_kernels  # noqa: E402
 
 SEED = 1234
 LEARNING_RATE = 1e-3
@@ -308,13 +309,6 @@ def speed(args, workloads) -> dict:
     return out
 
 
-def onednn_enabled() -> bool:
-    """Whether this process runs TensorFlow's oneDNN CPU kernels (fixed when TF is imported)."""
-    from tensorflow.python.util import _pywrap_util_port
-
-    return bool(_pywrap_util_port.IsMklEnabled())
-
-
 def best_matmul(sizes: list[int], repeats: int) -> tuple[float, int]:
     """The best matmul FLOP/s over the sizes, and the size that gave it.
 
@@ -347,7 +341,7 @@ def flops_report(workload, results, args) -> dict:
     print(f"\nCNN FLOPs per example: forward {forward / 1e6:.2f} M, training (3x forward) "
           f"{train / 1e6:.2f} M")
     print(f"float32 n x n matmul, best over n in {sizes}, best of {repeats} each: this process "
-          f"(oneDNN {'on' if onednn_enabled() else 'off'}) {here / 1e9:.1f} GFLOP/s (n={here_n});"
+          f"(oneDNN {'on' if onednn_kernels() else 'off'}) {here / 1e9:.1f} GFLOP/s (n={here_n});"
           " fresh processes: " + ", ".join(
               f"oneDNN {'on' if on else 'off'} {rate / 1e9:.1f} (n={n})"
               for on, (rate, n) in children.items()))
@@ -412,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant; best kept")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="override the workload's epochs (mlp 5, cnn 2)")
+                        help="override the workloads' epochs (mlp 5, both CNNs 2)")
     parser.add_argument("--quick", action="store_true", help="small data, 1 epoch: a smoke run")
     parser.add_argument("--xla", action="store_true",
                         help="also time tfkit.train(jit_compile=True)")
@@ -433,9 +427,9 @@ def main(argv: list[str] | None = None) -> None:
     workloads = list(WORKLOADS) if args.workload == "all" else [args.workload]
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
           f"{platform.python_version()}, {os.cpu_count()} CPU cores, oneDNN kernels "
-          f"{'on' if onednn_enabled() else 'off'}, tfkit from {os.path.dirname(tfkit.__file__)}")
+          f"{'on' if onednn_kernels() else 'off'}, tfkit from {os.path.dirname(tfkit.__file__)}")
     report = {"tensorflow": tf.__version__, "keras": keras.__version__,
-              "cores": os.cpu_count(), "onednn": onednn_enabled(), "argv": sys.argv[1:]}
+              "cores": os.cpu_count(), "onednn": onednn_kernels(), "argv": sys.argv[1:]}
     if args.quick:
         args.repeats = min(args.repeats, 1)
     if args.memory:
