@@ -313,7 +313,7 @@ def best_matmul(sizes: list[int], repeats: int) -> tuple[float, int]:
     """The best matmul FLOP/s over the sizes, and the size that gave it.
 
     No single size is best for both kernel libraries: measured here, Eigen peaked at
-    1024-2048 (about 117 GFLOP/s) and fell to 84 at 4096, while oneDNN rose to 158 at 4096.
+    1024-2048 (114-139 GFLOP/s) and fell to 84 at 4096; oneDNN was best at 2048 or 4096 (up to 174).
     """
     return max((matmul_flops_per_second(n, repeats), n) for n in sizes)
 
