@@ -11,6 +11,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
 STRATEGY_NAMES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
 MISSING_POLICIES = ("drop", "impute")
+COLUMN_TYPES = ("numeric", "categorical")
+VERBOSITY = (0, 1, 2)  # Keras's: silent, progress bar (terminal) + epoch line, epoch line only
 _CPU_N = re.compile(r"^cpu:(\d+)$")
 
 
@@ -28,6 +30,13 @@ class TrainConfig:
     target: str | None = None  # column to predict; bundled datasets bring their own
     model: Any = "mlp"  # builder name | keras.Model | callable(spec) -> keras.Model
     task: str = "auto"  # inferred from the target unless given
+    loss: Any = None  # Keras loss name or object; None: a compiled model's, else the task's
+    metrics: Any = None  # Keras metric names/objects; None: a compiled model's, else the task's
+    column_types: dict | None = None  # {"zip": "categorical", "rooms": "numeric"}: overrides
+    validation_data: Any = None  # same kinds as data; when given, replaces validation_split
+    class_weight: dict | None = None  # {class name or id: weight}; missing classes weigh 1
+    sample_weight: str | None = None  # a table column of per-row weights (not a feature)
+    standardize_target: bool = True  # regression: learn (y - mean) / std, answer in y's units
     epochs: int = 20
     batch_size: int = 32  # global batch, split across replicas
     learning_rate: float = 1e-3
@@ -57,7 +66,7 @@ class TrainConfig:
     max_nan_restores: int = 3
     mixed_precision: str | None = None  # "mixed_float16" (GPU) or "mixed_bfloat16" (TPU, CPU)
     jit_compile: bool = False  # XLA measured slower on CPU for small models
-    verbose: bool | None = None  # progress bar; None: only on a terminal
+    verbose: int | None = None  # 0 silent, 1 bar + epoch lines, 2 epoch lines; None: 1 on a tty
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to the builder
     window: int | None = None  # steps per example: a series' input window, a text's context
 
@@ -73,6 +82,25 @@ class TrainConfig:
                 f"validation_split must be in [0, 1), got {self.validation_split!r}"
             )
         _check_choice("task", self.task, TASKS)
+        if self.verbose is not None and (self.verbose not in VERBOSITY):
+            raise ValueError(f"verbose must be 0, 1, 2 or None (1 on a terminal, else 2); "
+                             f"got {self.verbose!r}")
+        for name in ("column_types", "class_weight"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"{name} must be a dict or None; got {type(value).__name__}")
+        for column, kind in (self.column_types or {}).items():
+            if kind not in COLUMN_TYPES:
+                raise ValueError(
+                    f"column_types[{column!r}] must be one of {', '.join(COLUMN_TYPES)}; "
+                    f"got {kind!r}"
+                )
+        for label, weight in (self.class_weight or {}).items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ValueError(f"class_weight[{label!r}] must be a number >= 0; got {weight!r}")
+        if self.sample_weight is not None and not isinstance(self.sample_weight, str):
+            raise ValueError(f"sample_weight must be a column name or None; "
+                             f"got {type(self.sample_weight).__name__}")
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("missing", self.missing, MISSING_POLICIES)

@@ -39,6 +39,9 @@ class DataSpec:
     n_train: int
     n_val: int
     report: tuple[str, ...] = ()  # what was done to the data, in words
+    target: str | None = None  # the table column predicted, as the user named it
+    # Regression: (mean, std) of the training targets; the model learns (y - mean) / std.
+    target_scale: tuple[float, float] | None = None
     # Facts a builder or the export needs beyond shapes: a series' scaling, a text
     # model's vocabulary and context (see sequences.py and text.py).
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
