@@ -1,7 +1,11 @@
 """Model builders: names, shapes from the data spec, refusals."""
 
+import re
+import warnings
+
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from tfkit import data, datasets, models
@@ -34,8 +38,69 @@ def test_builders_fit_the_spec(source, builder, outputs):
 
 def test_unknown_builder_lists_the_names():
     spec = data.prepare(datasets.make_linear(50)).spec
-    with pytest.raises(ValueError, match="unknown model 'resnet9000'; the builders are: cnn, "):
+    with pytest.raises(ValueError, match="unknown model 'resnet9000';.* the builders are: cnn, "):
         models.build("resnet9000", spec)
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("mpl", "mlp"), ("linear", "linear_regression"),
+                                             ("ressnet", "resnet")])
+def test_unknown_builder_suggests_the_close_name(typo, meant):
+    spec = data.prepare(datasets.make_linear(50)).spec
+    with pytest.raises(ValueError, match=f"did you mean '{meant}'\\?"):
+        models.build(typo, spec)
+
+
+def test_unknown_builder_far_from_any_name_suggests_nothing():
+    spec = data.prepare(datasets.make_linear(50)).spec
+    with pytest.raises(ValueError) as caught:
+        models.build("zzzzzz", spec)
+    assert "did you mean" not in str(caught.value)
+
+
+MESSY_COLUMNS = ["Lot Area", "price/sqft", "a.b", "why?", "$cost", "(x)", "größe", "面积",
+                 "1st floor", "a b", "a_b", "."]
+
+
+@pytest.fixture(scope="module")
+def messy_spec():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({c: rng.normal(size=40) for c in MESSY_COLUMNS})
+    frame["kind (text)"] = rng.choice(["red", "blue"], size=40)
+    frame["y"] = frame["Lot Area"] * 2.0
+    return data.prepare(frame, target="y").spec
+
+
+def test_table_inputs_keyed_by_the_original_names_with_valid_unique_layer_names(messy_spec):
+    inputs = models.table_inputs(messy_spec)
+    assert list(inputs) == [*MESSY_COLUMNS, "kind (text)"]
+    names = [t.name for t in inputs.values()]
+    assert len(set(names)) == len(names)
+    for name in names:  # a TensorFlow scope name that Keras accepts (no "/")
+        assert re.fullmatch(r"[A-Za-z0-9.][A-Za-z0-9_.\-]*", name), name
+    assert inputs["kind (text)"].dtype == "string"
+    assert inputs["Lot Area"].dtype == "float32"
+
+
+def test_table_inputs_names_stay_readable(messy_spec):
+    names = {c: t.name for c, t in models.table_inputs(messy_spec).items()}
+    assert names["Lot Area"] == "Lot_Area"
+    assert names["price/sqft"] == "price_sqft"
+    assert names["1st floor"] == "1st_floor"
+    assert names["größe"] == "grosse"
+    # "a_b" is valid as written and keeps its name; "a b" cleans to it and moves aside.
+    assert names["a_b"] == "a_b"
+    assert names["a b"] == "a_b_2"
+
+
+@pytest.mark.parametrize("builder", ["mlp", "linear_regression"])
+def test_builder_takes_messy_column_names_quietly(messy_spec, builder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = models.build(builder, messy_spec)
+    assert "normalize_Lot_Area" in [layer.name for layer in model.layers]
+    rows = {c: np.ones((2, 1), "float32") for c in messy_spec.numeric_columns}
+    rows["kind (text)"] = np.array([["red"], ["blue"]])
+    assert model(rows).shape == (2, 1)
 
 
 @pytest.mark.parametrize(

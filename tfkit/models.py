@@ -8,6 +8,10 @@ linear unit.
 
 from __future__ import annotations
 
+import difflib
+import re
+import unicodedata
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +32,7 @@ def linear_regression(spec: DataSpec) -> keras.Model:
         >>> from tfkit import data, datasets
         >>> spec = data.prepare(datasets.make_linear(100)).spec
         >>> linear_regression(spec).count_params()
-        4
+        2
     """
     if spec.task != "regression":
         raise ValueError(
@@ -36,7 +40,7 @@ def linear_regression(spec: DataSpec) -> keras.Model:
             "use 'logistic_regression' for classes"
         )
     inputs, features = _inputs(spec, flatten=True)
-    return keras.Model(inputs, _head(spec, features), name="linear_regression")
+    return _functional(inputs, _head(spec, features), name="linear_regression")
 
 
 def logistic_regression(spec: DataSpec) -> keras.Model:
@@ -47,7 +51,7 @@ def logistic_regression(spec: DataSpec) -> keras.Model:
             "use 'linear_regression' or 'mlp'"
         )
     inputs, features = _inputs(spec, flatten=True)
-    return keras.Model(inputs, _head(spec, features), name="logistic_regression")
+    return _functional(inputs, _head(spec, features), name="logistic_regression")
 
 
 def mlp(
@@ -69,7 +73,7 @@ def mlp(
         )(x)
         if dropout:
             x = keras.layers.Dropout(dropout)(x)
-    return keras.Model(inputs, _head(spec, x), name="mlp")
+    return _functional(inputs, _head(spec, x), name="mlp")
 
 
 def cnn(
@@ -124,8 +128,12 @@ def build(model: Any, spec: DataSpec, **kwargs: Any) -> keras.Model:
         return model
     if isinstance(model, str):
         if model not in BUILDERS:
+            close = difflib.get_close_matches(model, available(), n=1)
+            starting = [name for name in available() if model and name.startswith(model)]
+            close = close or (starting if len(starting) == 1 else [])
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(
-                f"unknown model {model!r}; the builders are: {', '.join(available())}"
+                f"unknown model {model!r}; {hint}the builders are: {', '.join(available())}"
             )
         return BUILDERS[model](spec, **kwargs)
     if callable(model):
@@ -141,6 +149,64 @@ def build(model: Any, spec: DataSpec, **kwargs: Any) -> keras.Model:
     )
 
 
+def table_inputs(spec: DataSpec) -> dict[str, keras.KerasTensor]:
+    """One `keras.Input` of shape (1,) per table column, keyed by the column's own name.
+
+    Column names are kept as the user wrote them ("Lot Area", "price/sqft",
+    "größe"); only the Keras layer names are cleaned, since TensorFlow takes
+    them as scope names. A name that is already valid is kept; others become
+    readable ASCII ("Lot Area" -> "Lot_Area"), made unique with a suffix when
+    two columns clean to the same text.
+
+    Args:
+        spec: a table's data spec.
+
+    Returns:
+        The inputs in column order: numeric columns (float32), then string ones.
+
+    Example:
+        >>> import pandas as pd
+        >>> from tfkit import data
+        >>> frame = pd.DataFrame({"Lot Area": [1.0, 2.0, 3.0, 4.0], "y": [0.0, 1.0, 0.0, 1.0]})
+        >>> spec = data.prepare(frame, target="y").spec
+        >>> table_inputs(spec)["Lot Area"].name
+        'Lot_Area'
+    """
+    names = _layer_names(spec.columns)
+    dtypes = dict.fromkeys(spec.numeric_columns, "float32") | dict.fromkeys(
+        spec.string_columns, "string"
+    )
+    return {c: keras.Input(shape=(1,), name=names[c], dtype=dtypes[c]) for c in spec.columns}
+
+
+# A TensorFlow scope name without "/" (Keras splits names on it); no leading "."
+# so that "." and ".." never name a directory-like scope.
+_VALID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+def _layer_names(columns: tuple[str, ...]) -> dict[str, str]:
+    """Valid, unique, readable layer names for the columns; valid ones unchanged."""
+    names = {c: c for c in columns if _VALID_NAME.fullmatch(c)}
+    taken = set(names.values())
+    for position, column in enumerate(columns):
+        if column in names:
+            continue
+        base = _clean(column) or f"column_{position}"
+        name, n = base, 2
+        while name in taken:
+            name, n = f"{base}_{n}", n + 1
+        names[column] = name
+        taken.add(name)
+    return {c: names[c] for c in columns}
+
+
+def _clean(name: str) -> str:
+    """ASCII letters, digits, "_", "." and "-": accents dropped, anything else as "_"."""
+    ascii_text = unicodedata.normalize("NFKD", name.replace("ß", "ss"))
+    ascii_text = "".join(ch for ch in ascii_text if not unicodedata.combining(ch))
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", ascii_text).strip("_.-")
+
+
 def _inputs(spec: DataSpec, flatten: bool) -> tuple[Any, Any]:
     """Model inputs and the normalized feature vector they feed."""
     if spec.kind == "tensor":
@@ -150,23 +216,35 @@ def _inputs(spec: DataSpec, flatten: bool) -> tuple[Any, Any]:
         sample = np.asarray(spec.sample).reshape(len(spec.sample), -1)
         mean, var = sample.mean(axis=0), sample.var(axis=0)
         return inputs, keras.layers.Normalization(mean=mean, variance=var, name="normalize")(x)
-    inputs, parts = {}, []
+    inputs = table_inputs(spec)
+    parts = []
     for column in spec.numeric_columns:
-        inputs[column] = keras.Input(shape=(1,), name=column, dtype="float32")
         values = spec.sample[column]
         layer = keras.layers.Normalization(
-            mean=float(values.mean()), variance=float(values.var()), name=f"normalize_{column}"
+            mean=float(values.mean()),
+            variance=float(values.var()),
+            name=f"normalize_{inputs[column].name}",
         )
         parts.append(layer(inputs[column]))
     for column in spec.string_columns:
-        inputs[column] = keras.Input(shape=(1,), name=column, dtype="string")
         vocabulary = sorted(set(spec.sample[column].ravel().tolist()))
         lookup = keras.layers.StringLookup(
-            vocabulary=vocabulary, output_mode="one_hot", name=f"lookup_{column}"
+            vocabulary=vocabulary, output_mode="one_hot", name=f"lookup_{inputs[column].name}"
         )
         parts.append(lookup(inputs[column]))
     features = parts[0] if len(parts) == 1 else keras.layers.Concatenate()(parts)
     return inputs, features
+
+
+def _functional(inputs: Any, outputs: Any, name: str) -> keras.Model:
+    """`keras.Model(inputs, outputs)`, without Keras's warning for a cleaned layer name.
+
+    Keras asks that each key of an inputs dict equal its tensor's name; the keys
+    are the user's column names, which TensorFlow does not accept as layer names.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
+        return keras.Model(inputs, outputs, name=name)
 
 
 def _head(spec: DataSpec, x: Any) -> Any:
