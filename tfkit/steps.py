@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -12,6 +13,8 @@ from tfkit.updates import fused_update
 SUM = tf.distribute.ReduceOp.SUM
 _LATEST = ("grad_norm", "last_loss")  # per-call values that are the last step's, not sums
 _BOOKKEEPING = ("count", "steps", "last_loss")  # totals that are not metrics
+# A Keras metric object keeps its own running result: its value is read, never summed.
+KERAS_METRIC = "keras_metric:"
 
 
 def loss_for(task: str) -> keras.losses.Loss:
@@ -26,6 +29,33 @@ def loss_for(task: str) -> keras.losses.Loss:
     if task == "binary":
         return keras.losses.BinaryCrossentropy(reduction=None)
     return keras.losses.MeanSquaredError(reduction=None)
+
+
+def per_example_loss(loss: Any, task: str) -> Callable[[Any, Any], tf.Tensor]:
+    """A Keras loss name, object or function as a per-example loss; None: the task's.
+
+    A `keras.losses.Loss` object's `call` is its unreduced form: the reduction
+    it was made with (which would divide by the replicas) is never applied.
+
+    Example:
+        >>> float(per_example_loss("mae", "regression")(tf.ones([2, 1]), tf.zeros([2, 1]))[0])
+        1.0
+    """
+    if loss is None:
+        return loss_for(task)
+    try:
+        resolved = keras.losses.get(loss)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"loss {loss!r} is not a Keras loss: use a name such as 'mse', 'mae', 'huber', "
+            f"'binary_crossentropy', 'sparse_categorical_crossentropy', a keras.losses.Loss "
+            f"or a function(y_true, y_pred) ({err})"
+        ) from None
+    if isinstance(resolved, keras.losses.Loss):
+        return resolved.call
+    if callable(resolved):
+        return resolved
+    raise ValueError(f"loss {loss!r} is not a Keras loss name, object or function")
 
 
 class Steps:
@@ -53,6 +83,9 @@ class Steps:
         jit_compile: bool = False,
         keep_gradients: bool = False,
         fused: bool = True,
+        loss: Any = None,
+        metrics: tuple[list, list] | None = None,
+        target_scale: tuple[float, float] | None = None,
     ) -> None:
         self.model, self.optimizer, self.task = model, optimizer, task
         self.strategy = strategy
@@ -60,7 +93,11 @@ class Steps:
         self.clip_norm = clip_norm
         self.keep_gradients = keep_gradients
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        self.loss_fn = loss_for(task)
+        self.loss_fn = per_example_loss(loss, task)
+        # Keras metric objects (train, validation), made in the strategy's scope;
+        # None: the task's own accuracy or mae, kept as exact sums.
+        self.metrics, self.val_metrics = metrics or (None, None)
+        self.target_scale = target_scale
         self._fused = fused_update(optimizer, strategy) if fused else None
         self.kept_gradients = self._gradient_store() if keep_gradients else []
         step = tf.function(self._replica_train_step, jit_compile=jit_compile)
@@ -79,13 +116,13 @@ class Steps:
     def learning_rate(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
-    def _replica_train_step(self, x: Any, y: tf.Tensor, last: tf.Tensor) -> dict[str, Any]:
+    def _replica_train_step(self, x: Any, y: tf.Tensor, weights: tf.Tensor | None,
+                            last: tf.Tensor) -> dict[str, Any]:
         with tf.GradientTape() as tape:
             predictions = self.model(x, training=True)  # 1. forward: guess
-            per_example = self.loss_fn(self._labels(y), predictions)  # 2. measure the error
-            per_example = per_example_mean(per_example)  # [N, T] per position -> [N]
+            per_example = self._loss(y, predictions)  # 2. measure the error, per example
             loss = tf.nn.compute_average_loss(
-                per_example, global_batch_size=self.global_batch_size
+                per_example, sample_weight=weights, global_batch_size=self.global_batch_size
             )
             if self.model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
@@ -94,8 +131,25 @@ class Steps:
         variables = self.model.trainable_variables
         gradients = tape.gradient(loss, variables)  # 3. backward: each weight's share
         summed, shares, norm = self._clip(gradients, last)
-        self._update(summed, shares, variables)  # 4. nudge: w -= lr * grad
-        return {**self._stats(y, predictions, per_example), "grad_norm": norm}
+        self._update(summed, shares, variables)  # 4. nudge: the optimizer's rule, e.g. Adam's
+        weighted = per_example if weights is None else per_example * weights
+        return {**self._stats(y, predictions, weighted, self.metrics), "grad_norm": norm}
+
+    def _loss(self, y: tf.Tensor, predictions: tf.Tensor) -> tf.Tensor:
+        """The loss of each example; a regression target is measured in standard units.
+
+        The model answers in the target's own units (its last layer scales back),
+        so a price in dollars and a rate in percent train at the same learning rate.
+        """
+        labels = self._labels(y, predictions)
+        if self.target_scale is not None:
+            mean, std = self.target_scale
+            labels = (tf.cast(labels, tf.float32) - mean) / std
+            predictions = (tf.cast(predictions, tf.float32) - mean) / std
+        values = self.loss_fn(labels, predictions)
+        if values.shape.rank == 0:  # a loss function that averaged the batch itself
+            values = tf.fill(tf.shape(predictions)[:1], values)
+        return per_example_mean(values)  # [N, T] per position -> [N]
 
     def _clip(self, gradients: list, last: tf.Tensor) -> tuple[list, list, tf.Tensor]:
         """The gradient summed over replicas and each replica's share, clipped, and the norm.
@@ -165,18 +219,29 @@ class Steps:
 
     def _replica_eval_step(self, x: Any, y: tf.Tensor) -> dict[str, tf.Tensor]:
         predictions = self.model(x, training=False)
-        per_example = per_example_mean(self.loss_fn(self._labels(y), predictions))
-        return self._stats(y, predictions, per_example)
+        return self._stats(y, predictions, self._loss(y, predictions), self.val_metrics)
 
-    def _labels(self, y: tf.Tensor) -> tf.Tensor:
-        return y if self.task == "multiclass" else tf.reshape(y, (-1, 1))
+    def _labels(self, y: tf.Tensor, predictions: tf.Tensor) -> tf.Tensor:
+        if self.task == "multiclass":
+            return y
+        # One label per example, shaped as the model answers: [N, 1] or [N].
+        return tf.reshape(y, (-1, 1) if predictions.shape.rank != 1 else (-1,))
 
-    def _stats(self, y, predictions, per_example) -> dict[str, tf.Tensor]:
-        """Sums (not means), so replicas and partial batches add up exactly."""
+    def _stats(self, y, predictions, per_example, metrics) -> dict[str, tf.Tensor]:
+        """Sums (not means), so replicas and partial batches add up exactly.
+
+        Keras metric objects keep their own state; they are updated here and
+        read once per call.
+        """
         stats = {
             "loss": tf.reduce_sum(per_example),
             "count": tf.cast(tf.shape(per_example)[0], tf.float32),
         }
+        if metrics is not None:
+            labels = self._labels(y, predictions)
+            for metric in metrics:
+                metric.update_state(labels, predictions)
+            return stats
         if self.task == "multiclass":
             hits = tf.equal(tf.argmax(predictions, axis=-1), tf.cast(y, tf.int64))
             stats["accuracy"] = tf.reduce_sum(per_example_mean(tf.cast(hits, tf.float32)))
@@ -192,23 +257,31 @@ class Steps:
         """Up to n steps; stops early at a non-finite loss (`steps` < n tells)."""
         totals = self._zeros(train=True)
         for i in tf.range(n):
-            x, y = next(iterator)
+            x, y, *weights = next(iterator)  # (x, y) or (x, y, per-example weights)
             per_replica = self.strategy.run(
-                self._compiled_replica_step, args=(x, y, tf.equal(i, n - 1))
+                self._compiled_replica_step,
+                args=(x, y, weights[0] if weights else None, tf.equal(i, n - 1)),
             )
             step = self._reduce(per_replica)
             if not tf.math.is_finite(step["loss"]):
                 break
             step = {**step, "steps": tf.constant(1.0), "last_loss": step["loss"] / step["count"]}
             totals = {k: step[k] if k in _LATEST else totals[k] + step[k] for k in totals}
-        return totals
+        return {**totals, **_results(self.metrics)}
 
     def _evaluate(self, dataset: Any) -> dict[str, tf.Tensor]:
+        for metric in self.val_metrics or ():
+            metric.reset_state()
         totals = self._zeros(train=False)
-        for x, y in dataset:
-            step = self._reduce(self.strategy.run(self._replica_eval_step, args=(x, y)))
+        for batch in dataset:  # (x, y) pairs: validation is never weighted
+            step = self._reduce(self.strategy.run(self._replica_eval_step, args=batch[:2]))
             totals = {k: totals[k] + step[k] for k in totals}
-        return totals
+        return {**totals, **_results(self.val_metrics)}
+
+    def reset_metrics(self) -> None:
+        """Start the training metrics' running results afresh (at each epoch)."""
+        for metric in self.metrics or ():
+            metric.reset_state()
 
     def _reduce(self, per_replica: dict[str, Any]) -> dict[str, tf.Tensor]:
         out = {}
@@ -219,7 +292,9 @@ class Steps:
         return out
 
     def _zeros(self, train: bool) -> dict[str, tf.Tensor]:
-        keys = ["loss", "count", "accuracy" if self.task != "regression" else "mae"]
+        keys = ["loss", "count"]
+        if self.metrics is None:
+            keys.append("accuracy" if self.task != "regression" else "mae")
         if train:
             keys += ["grad_norm", "steps", "last_loss"]
         return {k: tf.constant(0.0) for k in keys}
@@ -235,10 +310,18 @@ def per_example_mean(values: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(values, axis=list(range(1, rank))) if rank and rank > 1 else values
 
 
+def _results(metrics: list | None) -> dict[str, tf.Tensor]:
+    return {KERAS_METRIC + m.name: tf.cast(m.result(), tf.float32) for m in metrics or ()}
+
+
+def _latest(key: str) -> bool:
+    return key in _LATEST or key.startswith(KERAS_METRIC)
+
+
 def accumulate(into: dict[str, float], call: dict[str, float]) -> None:
     """Add one call's totals to running totals (the last step's values replace)."""
     for key, value in call.items():
-        into[key] = value if key in _LATEST else into.get(key, 0.0) + value
+        into[key] = value if _latest(key) else into.get(key, 0.0) + value
 
 
 def summarize(totals: dict[str, Any]) -> dict[str, float]:
@@ -246,8 +329,10 @@ def summarize(totals: dict[str, Any]) -> dict[str, float]:
     count = max(float(totals["count"]), 1.0)
     out = {
         k: float(v) / count for k, v in totals.items()
-        if k not in _BOOKKEEPING and k != "grad_norm"
+        if k not in _BOOKKEEPING and not _latest(k)
     }
+    out.update({k[len(KERAS_METRIC):]: float(v) for k, v in totals.items()
+                if k.startswith(KERAS_METRIC)})
     if "grad_norm" in totals:
         out["grad_norm"] = float(totals["grad_norm"])
     return out

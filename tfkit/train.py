@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # no public off switch
 
-from tfkit import checkpoints, distribute, loop, memory, models
+from tfkit import adapt, checkpoints, console, distribute, loop, memory
 from tfkit import data as data_lib
 from tfkit.checkpoints import Checkpointer, NonFiniteLossError
 from tfkit.config import TrainConfig
@@ -43,6 +43,8 @@ class TrainResult:
         logdir: the run's TensorBoard folder, or None.
         spec: what the data looked like (task, columns, class names).
         config: the run's configuration.
+        stats: per-epoch figures that are not metrics: `samples_per_second`,
+            `learning_rate`, `grad_norm` (also in TensorBoard).
     """
 
     history: dict[str, list[float]]
@@ -52,6 +54,7 @@ class TrainResult:
     spec: data_lib.DataSpec
     config: TrainConfig
     strategy: tf.distribute.Strategy
+    stats: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     def predict(self, features: Any, batch_size: int = 1024) -> np.ndarray:
         """The model's outputs for raw features: an array, or a DataFrame/dict of columns.
@@ -91,8 +94,8 @@ def train(
 
     Example:
         >>> result = train("penguins", target="species", epochs=2, export=None, logdir=None)
-        >>> sorted(result.history)[:2]
-        ['accuracy', 'grad_norm']
+        >>> sorted(result.history)
+        ['accuracy', 'loss', 'val_accuracy', 'val_loss']
     """
     config = _make_config(data, config, options)
     # The strategy first: "cpu:N" must split the CPU before anything starts TensorFlow.
@@ -103,37 +106,124 @@ def train(
 
 def _train(config: TrainConfig, strategy, callbacks) -> TrainResult:
     keras.utils.set_random_seed(config.seed)
+    if config.export and distribute.cluster_workers() == 1:
+        _check_writable(config.export)  # before training, not after it
     prepared = data_lib.prepare(
         config.data, target=config.target, task=config.task,
         validation_split=config.validation_split, seed=config.seed, missing=config.missing,
-        window=config.window,
+        window=config.window, **_given(
+            column_types=config.column_types, validation_data=config.validation_data,
+            sample_weight=config.sample_weight, class_weight=config.class_weight,
+        ),
     )
+    for line in prepared.spec.report:
+        console.say(line, config.verbose)
     run = _Run.build(config, strategy, prepared)
     try:
         history = run.fit(callbacks)
     finally:
         run.close()
-    export_path = run.state.get("export_path")
-    if config.export and run.chief and not run.already_finished:
-        example = prepared.validation_arrays[0] if prepared.validation_arrays else None
-        base_path = os.path.join(config.export, config.model_name or prepared.spec.name)
-        if prepared.spec.kind == "text":  # a language model: prompt and length in, text out
-            from tfkit.export import export_language_model
-
-            export_path = str(export_language_model(
-                run.model, base_path, vocabulary=prepared.spec.info["vocabulary"],
-                context=prepared.spec.info["context"],
-            ))
-        else:
-            export_path = str(export_model(
-                run.model, base_path, task=prepared.spec.task,
-                class_names=prepared.spec.class_names, example=_first_rows(example),
-            ))
-        run.record_export(export_path)
-    return TrainResult(
-        history=history, model=run.model, export_path=export_path, logdir=run.writer.path,
-        spec=prepared.spec, config=config, strategy=strategy,
+    adapt.copy_back(run.model, config.model)
+    result = TrainResult(
+        history=history, model=run.model, export_path=None, logdir=run.writer.path,
+        spec=prepared.spec, config=config, strategy=strategy, stats=run.state.get("stats", {}),
     )
+    result.export_path = run.state.get("export_path")
+    if config.export and run.chief and not _exported_to(result.export_path, config.export):
+        try:
+            result.export_path = _export(result, prepared, config.export)
+        except Exception as err:
+            raise ExportError(
+                f"training finished but export to {config.export!r} failed: {err}. Nothing "
+                "is lost: export the trained model with tfkit.export(err.result, PATH)"
+                + (f", or re-run this train() call with run_name={run.name!r} and another "
+                   "export= (it resumes the finished run and only exports)"
+                   if run.checkpointer else ""),
+                result,
+            ) from err
+        run.record_export(result.export_path)
+    return result
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+class ExportError(RuntimeError):
+    """Training finished but the export failed; `result` holds the trained model."""
+
+    def __init__(self, message: str, result: TrainResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def export(
+    source: TrainResult | keras.Model, path: str | os.PathLike = "models", **options: Any
+) -> str:
+    """Export a trained run (or any keras.Model) as a versioned SavedModel.
+
+    Args:
+        source: a `TrainResult` (exported with its data's column names, task
+            and class names to `path/<name>/<version>`), or a keras.Model
+            (exported to `path/<version>`, with `options` passed to
+            `tfkit.export.export_model`: task, class_names, version, example).
+        path: the model repository for a result; the model's own folder for a
+            keras.Model.
+
+    Returns:
+        The version folder written.
+
+    Example:
+        >>> tfkit.export(result, "models")  # doctest: +SKIP
+        'models/penguins/1'
+    """
+    if isinstance(source, TrainResult):
+        prepared = data_lib.PreparedData(source.spec, None, None, None)
+        return _export(source, prepared, path, **options)
+    return str(export_model(source, path, **options))
+
+
+def _export(result: TrainResult, prepared: data_lib.PreparedData, repository, **options) -> str:
+    spec = prepared.spec
+    base_path = os.path.join(repository, result.config.model_name or spec.name)
+    if spec.kind == "text":  # a language model: prompt and length in, text out
+        from tfkit.export import export_language_model
+
+        return str(export_language_model(
+            result.model, base_path, vocabulary=spec.info["vocabulary"],
+            context=spec.info["context"], **options,
+        ))
+    example = prepared.validation_arrays[0] if prepared.validation_arrays else spec.sample
+    return str(export_model(
+        result.model, base_path, task=spec.task, class_names=spec.class_names,
+        example=_first_rows(example), **options,
+    ))
+
+
+def _exported_to(export_path: str | None, repository: str) -> bool:
+    """Whether a finished run already has an export in this repository."""
+    if not export_path or not os.path.isdir(export_path):
+        return False
+    return os.path.commonpath([os.path.abspath(export_path), os.path.abspath(repository)]) == (
+        os.path.abspath(repository))
+
+
+def _check_writable(repository: str) -> None:
+    """Fail before training when the export could not be written; creates nothing."""
+    path = os.path.abspath(repository)
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    problem = None
+    if not os.path.isdir(existing):
+        problem = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    if problem:
+        raise ValueError(
+            f"export={repository!r} cannot be written: {problem}; pass a writable folder, "
+            "or export=None to skip the export"
+        )
 
 
 @dataclasses.dataclass
@@ -152,6 +242,7 @@ class _Run:
     estimate: memory.MemoryEstimate
     checkpointer: Checkpointer | None
     state: dict[str, Any]
+    name: str = ""
     schedule: CosineDecay | None = None  # set by fit; a rollback lowers its base
 
     @classmethod
@@ -159,18 +250,26 @@ class _Run:
         spec = prepared.spec
         replicas = strategy.num_replicas_in_sync
         global_batch = _global_batch(config.batch_size, spec.n_train, replicas)
+        loss, metrics = adapt.loss_and_metrics(config.model, config.loss, config.metrics)
         with strategy.scope(), _dtype_policy(config.mixed_precision):
-            model = _build_model(config, spec, strategy)
+            model = adapt.build(config.model, spec, config.model_kwargs,
+                                config.standardize_target)
             optimizer = make_optimizer(config.optimizer, config.learning_rate)
             if config.mixed_precision == "mixed_float16":
                 # float16 gradients underflow: scale the loss up, the gradients back down.
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)  # before the first traced step
+            metric_pair = None
+            if metrics is not None:
+                metric_pair = (adapt.metric_objects(metrics, spec.task),
+                               adapt.metric_objects(metrics, spec.task))
+        scaled = config.standardize_target and spec.target_scale is not None
         steps = Steps(
             model=model, optimizer=optimizer, task=spec.task, strategy=strategy,
             global_batch_size=global_batch, clip_norm=config.clip_norm,
             jit_compile=config.jit_compile,
             keep_gradients=bool(config.logdir and config.histogram_every_steps),
+            loss=loss, metrics=metric_pair, target_scale=spec.target_scale if scaled else None,
         )
         run_name = config.run_name or _default_run_name(spec.name, model.name)
         chief = distribute.is_chief(strategy)
@@ -186,7 +285,7 @@ class _Run:
             global_batch=global_batch,
             steps_per_epoch=data_lib.steps_per_epoch(spec.n_train, global_batch), chief=chief,
             writer=RunWriter(config.logdir, run_name, chief=chief), estimate=estimate,
-            checkpointer=checkpointer, state=state,
+            checkpointer=checkpointer, state=state, name=run_name,
         )
         run.describe()
         return run
@@ -210,12 +309,11 @@ class _Run:
         self.writer.hparams({**config.to_dict(), "task": spec.task,
                              "replicas": self.strategy.num_replicas_in_sync})
         log.info(self.estimate.describe())
-        log.info(
-            "training %s (%d parameters) on %s: %d train / %d validation rows, task %s, "
-            "%d replica(s), global batch %d, %d steps per epoch",
-            self.model.name, self.model.count_params(), spec.name, spec.n_train, spec.n_val,
-            spec.task, self.strategy.num_replicas_in_sync, self.global_batch,
-            self.steps_per_epoch,
+        console.say(
+            f"training {self.model.name} ({self.model.count_params():,} parameters) on "
+            f"{spec.name}: {spec.n_train} train / {spec.n_val} validation rows, "
+            f"{self.strategy.num_replicas_in_sync} replica(s), global batch {self.global_batch}, "
+            f"{self.steps_per_epoch} steps per epoch", config.verbose,
         )
         hint = distribute.onednn_hint(self.model, self.strategy)
         if hint:
@@ -230,8 +328,11 @@ class _Run:
         if self.config.lr_schedule == "cosine":
             self.schedule = CosineDecay(self.steps.optimizer, self.config.learning_rate,
                                         self.config.epochs)
+        reset_metrics = keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: self.steps.reset_metrics())
         callback_list = keras.callbacks.CallbackList(
-            _callbacks(self.config, callbacks) + ([self.schedule] if self.schedule else []),
+            [reset_metrics] + _callbacks(self.config, callbacks)
+            + ([self.schedule] if self.schedule else []),
             add_history=False, add_progbar=False,
             model=self.model, epochs=self.config.epochs, steps=self.steps_per_epoch,
         )
@@ -244,11 +345,11 @@ class _Run:
             position = loop.Position(
                 step=self.state["step"], history=self.state.get("history", {}),
                 epoch_totals=self.state.get("epoch_totals", {}),
-                last_loss=self.state.get("last_loss"),
+                last_loss=self.state.get("last_loss"), stats=self.state.get("stats", {}),
             )
             try:
                 with StopRequests() as stop:
-                    return loop.run(
+                    history = loop.run(
                         steps=self.steps, iterator=self._iterator(position.step),
                         validation=self._validation(), steps_per_epoch=self.steps_per_epoch,
                         epochs=self.config.epochs, position=position,
@@ -257,6 +358,8 @@ class _Run:
                         steps_per_execution=self._steps_per_execution(),
                         profile=self.config.profile, verbose=self.config.verbose,
                     )
+                self.state["stats"] = position.stats
+                return history
             except tf.errors.ResourceExhaustedError as err:
                 raise memory.OutOfMemoryError(
                     memory.out_of_memory_message(self.estimate, err)
@@ -417,16 +520,6 @@ def _global_batch(batch_size: int, n_train: int, replicas: int) -> int:
                     batch_size, n_train, smaller)
         return smaller
     return batch_size
-
-
-def _build_model(config: TrainConfig, spec: data_lib.DataSpec, strategy) -> keras.Model:
-    model = models.build(config.model, spec, **config.model_kwargs)
-    if isinstance(config.model, keras.Model) and strategy.num_replicas_in_sync > 1:
-        # A model made outside the scope holds plain variables; mirror a copy of it.
-        clone = keras.models.clone_model(model)
-        clone.set_weights(model.get_weights())
-        return clone
-    return model
 
 
 def _callbacks(config: TrainConfig, callbacks) -> list[keras.callbacks.Callback]:

@@ -1,0 +1,187 @@
+"""Any model the user gives, made ready for the run: in the strategy, on the data, in y's units.
+
+`tfkit.train(model=...)` takes a builder name, a callable(spec) or any ready
+`keras.Model` — Sequential, functional or subclassed, built or not, compiled
+or not. A model built before `train()` holds variables made outside the
+strategy's scope, which a strategy cannot use (its optimizer slots fail with
+"colocate_vars_with ... created in scope: None"), so a copy is made inside the
+scope and the trained weights are copied back afterwards. A compiled model
+brings its loss and metrics when `train()` is given none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfkit import models
+from tfkit.data import DataSpec
+
+TARGET_UNITS_LAYER = "in_target_units"
+
+
+def build(given: Any, spec: DataSpec, model_kwargs: dict, standardize_target: bool) -> keras.Model:
+    """The model to train, made under the current strategy's scope.
+
+    Raises:
+        ValueError: the model cannot take the data, or cannot be copied into the
+            strategy's scope; the message says what to pass instead.
+    """
+    if isinstance(given, keras.Model):
+        if model_kwargs:
+            raise ValueError(
+                f"model_kwargs {sorted(model_kwargs)} are for a builder name or callable; "
+                "a ready keras.Model takes none"
+            )
+        model = _in_scope(given, spec)
+    else:
+        model = models.build(given, spec, **model_kwargs)
+    model = _on_the_data(model, spec)
+    if standardize_target and spec.target_scale is not None:
+        model = _in_target_units(model, spec)
+    return model
+
+
+def copy_back(trained: keras.Model, given: Any) -> None:
+    """Put the trained weights into the user's own model object, as `model.fit` would."""
+    if not isinstance(given, keras.Model) or trained is given:
+        return
+    inner = trained
+    if _layer(trained, TARGET_UNITS_LAYER) is not None:
+        inner = next((layer for layer in trained.layers if layer.name == given.name), trained)
+    if not given.weights:
+        return  # never built: nothing of the user's holds weights
+    weights = inner.get_weights()
+    if [w.shape for w in weights] == [tuple(v.shape) for v in given.weights]:
+        given.set_weights(weights)
+
+
+def loss_and_metrics(given: Any, loss: Any, metrics: Any) -> tuple[Any, Any]:
+    """`loss=`/`metrics=` as given, else a compiled model's, else None (the task's)."""
+    if isinstance(given, keras.Model) and given.compiled:
+        compiled = given.get_compile_config() or {}
+        loss = compiled.get("loss") if loss is None else loss
+        metrics = compiled.get("metrics") if metrics is None else metrics
+    return loss, metrics
+
+
+def metric_objects(metrics: Any, task: str) -> list[keras.metrics.Metric] | None:
+    """Fresh Keras metric objects (make them in the strategy's scope); None: the task's own.
+
+    "accuracy" means the task's accuracy (sparse categorical or binary), as in
+    `model.compile`; a metric object is copied from its config, so the one
+    given is left untouched and training and validation keep separate states.
+
+    Example:
+        >>> [m.name for m in metric_objects(["mae", "mse"], "regression")]
+        ['mae', 'mse']
+    """
+    if metrics is None:
+        return None
+    if isinstance(metrics, (str, dict, keras.metrics.Metric)) or callable(metrics):
+        metrics = [metrics]
+    return [_metric(m, task) for m in metrics]
+
+
+def _metric(given: Any, task: str) -> keras.metrics.Metric:
+    if given in ("accuracy", "acc"):
+        if task == "regression":
+            raise ValueError("metrics: 'accuracy' needs classes, but the task is regression; "
+                             "use e.g. 'mae', 'mse' or 'root_mean_squared_error'")
+        kind = (keras.metrics.SparseCategoricalAccuracy if task == "multiclass"
+                else keras.metrics.BinaryAccuracy)
+        return kind(name=given)
+    if isinstance(given, keras.metrics.Metric):
+        return given.__class__.from_config(given.get_config())
+    try:
+        found = keras.metrics.get(given)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"metrics: {given!r} is not a Keras metric; use a name such as 'accuracy', 'mae', "
+            f"'mse', 'auc', a keras.metrics.Metric or a function(y_true, y_pred) ({err})"
+        ) from None
+    name = given if isinstance(given, str) else getattr(found, "name", None)
+    if isinstance(found, keras.metrics.Metric):
+        return found.__class__.from_config({**found.get_config(), "name": name or found.name})
+    return keras.metrics.MeanMetricWrapper(found, name=name or found.__name__)
+
+
+def _in_scope(model: keras.Model, spec: DataSpec) -> keras.Model:
+    """The model itself when it has no variables yet, else a copy made in this scope."""
+    if not model.weights:
+        return model  # unbuilt: its variables are made in this scope when it is built
+    try:
+        copy = keras.models.clone_model(model)
+        if not copy.weights:
+            _build(copy, spec)
+        copy.set_weights(model.get_weights())
+    except Exception as err:  # noqa: BLE001 - any failure means the same advice
+        raise ValueError(
+            f"model {model.name!r} was built before train(), so its variables live outside "
+            f"the training strategy, and it could not be copied into it ({err}). Pass it "
+            "unbuilt (before calling it on data), or pass a function that builds it: "
+            "model=lambda spec: MyModel()"
+        ) from None
+    return copy
+
+
+def _on_the_data(model: keras.Model, spec: DataSpec) -> keras.Model:
+    """The model built, taking the data as tfkit feeds it (a dict of columns for a table).
+
+    A table's model takes its raw named columns. A model with one declared
+    input `[None, k]` gets the table's k numeric columns stacked in order.
+    """
+    declared = _declared_input(model)
+    if spec.kind == "table" and declared is not None and not isinstance(declared, dict):
+        return _stacked_columns(model, spec, declared)
+    if not model.built or not model.weights:
+        _build(model, spec)
+    return model
+
+
+def _declared_input(model: keras.Model) -> Any:
+    try:
+        return model.input
+    except (AttributeError, ValueError):
+        return None  # subclassed, or Sequential without an Input: takes what it is given
+
+
+def _stacked_columns(model: keras.Model, spec: DataSpec, declared: Any) -> keras.Model:
+    width = declared.shape[-1]
+    if spec.string_columns or width != len(spec.numeric_columns):
+        raise ValueError(
+            f"model {model.name!r} takes one input of shape {tuple(declared.shape)}, but the "
+            f"table has {len(spec.numeric_columns)} numeric column(s)"
+            + (f" and text column(s) {', '.join(map(repr, spec.string_columns))}"
+               if spec.string_columns else "")
+            + "; give it an input per column (a dict of keras.Input(shape=(1,), name=column)) "
+            "or pass model='mlp'"
+        )
+    inputs = models.table_inputs(spec)
+    stacked = keras.layers.Concatenate(name="columns")([inputs[c] for c in spec.numeric_columns])
+    return keras.Model(inputs, model(stacked), name=model.name)
+
+
+def _build(model: keras.Model, spec: DataSpec) -> None:
+    """Call the model on two sample rows, so its variables are made here and now."""
+    rows = tf.nest.map_structure(lambda values: np.asarray(values)[:2], spec.sample)
+    model(rows, training=False)
+
+
+def _in_target_units(model: keras.Model, spec: DataSpec) -> keras.Model:
+    """The model's answer scaled back from standard units: prediction * std + mean."""
+    mean, std = spec.target_scale
+    to_units = keras.layers.Rescaling(std, offset=mean, name=TARGET_UNITS_LAYER, dtype="float32")
+    declared = _declared_input(model)
+    if declared is not None and len(model.outputs) == 1:  # functional: stay one flat graph
+        return keras.Model(declared, to_units(model.outputs[0]), name=model.name)
+    inputs = (models.table_inputs(spec) if spec.kind == "table"
+              else keras.Input(shape=spec.input_shape, name="x"))
+    return keras.Model(inputs, to_units(model(inputs)), name=model.name)
+
+
+def _layer(model: keras.Model, name: str) -> Any:
+    return next((layer for layer in model.layers if layer.name == name), None)
