@@ -17,7 +17,20 @@ def test_bundled_penguins_table_spec():
     assert "bill_length_mm" in spec.numeric_columns
     # 344 rows, 11 with a missing cell are dropped and reported.
     assert spec.n_train + spec.n_val == 333
-    assert spec.report == ("dropped 11 rows with 19 missing cells",)
+    assert spec.report == (
+        "dropped 11 rows with 19 missing cells",
+        "task: multiclass — 'species' is text with 3 classes (Adelie, Chinstrap, Gentoo)",
+    )
+    assert spec.target == "species" and spec.target_scale is None
+
+
+def test_bundled_tasks_and_regression_scale():
+    mpg = data.prepare("auto_mpg")
+    assert mpg.spec.task == "regression" and mpg.spec.target == "Miles_per_Gallon"
+    train_y = mpg.train_tensors[1].numpy()
+    np.testing.assert_allclose(mpg.spec.target_scale, (train_y.mean(), train_y.std()), rtol=1e-5)
+    digits = data.prepare("digits").spec
+    assert digits.task == "multiclass" and digits.class_names == tuple("0123456789")
 
 
 def test_impute_keeps_every_row_and_says_so():
@@ -79,7 +92,14 @@ def test_tf_data_dataset_batched_or_not():
     ("make", "message"),
     [
         (lambda: data.prepare("penguins", target="wings"),
-         "no column 'wings'; the columns are: species, island, bill_length_mm"),
+         "target: no column 'wings'; the columns are: species, island, bill_length_mm"),
+        (lambda: data.prepare("penguins", target="Species"),
+         "target: no column 'Species' \\(did you mean 'species'\\?\\)"),
+        (lambda: data.prepare("penguin"), "did you mean 'penguins'"),
+        (lambda: datasets.load("penguin"),
+         "unknown dataset 'penguin' \\(did you mean 'penguins'\\?\\); bundled datasets are"),
+        (lambda: data.prepare("penguins", task="classify"),
+         "task must be one of 'auto', 'regression', 'binary', 'multiclass'; got 'classify'"),
         (lambda: data.prepare(pd.DataFrame({"a": [], "b": []}), target="b"),
          "data is empty"),
         (lambda: data.prepare((np.zeros((10, 2)), np.zeros(7))),

@@ -6,6 +6,7 @@ this folder for each file's source and licence).
 
 from __future__ import annotations
 
+import difflib
 import pathlib
 from typing import Any
 
@@ -141,6 +142,8 @@ def make_images(
 
 def _check_name(name: str) -> None:
     if name not in BUNDLED:
+        close = difflib.get_close_matches(str(name).lower(), available(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
-            f"unknown dataset {name!r}; bundled datasets are: {', '.join(available())}"
+            f"unknown dataset {name!r}{hint}; bundled datasets are: {', '.join(available())}"
         )
