@@ -40,7 +40,7 @@ def linear_regression(spec: DataSpec) -> keras.Model:
             "use 'logistic_regression' for classes"
         )
     inputs, features = _inputs(spec, flatten=True)
-    return _functional(inputs, _head(spec, features), name="linear_regression")
+    return functional(inputs, _head(spec, features), name="linear_regression")
 
 
 def logistic_regression(spec: DataSpec) -> keras.Model:
@@ -51,7 +51,7 @@ def logistic_regression(spec: DataSpec) -> keras.Model:
             "use 'linear_regression' or 'mlp'"
         )
     inputs, features = _inputs(spec, flatten=True)
-    return _functional(inputs, _head(spec, features), name="logistic_regression")
+    return functional(inputs, _head(spec, features), name="logistic_regression")
 
 
 def mlp(
@@ -73,7 +73,7 @@ def mlp(
         )(x)
         if dropout:
             x = keras.layers.Dropout(dropout)(x)
-    return _functional(inputs, _head(spec, x), name="mlp")
+    return functional(inputs, _head(spec, x), name="mlp")
 
 
 def cnn(
@@ -236,11 +236,20 @@ def _inputs(spec: DataSpec, flatten: bool) -> tuple[Any, Any]:
     return inputs, features
 
 
-def _functional(inputs: Any, outputs: Any, name: str) -> keras.Model:
-    """`keras.Model(inputs, outputs)`, without Keras's warning for a cleaned layer name.
+def functional(inputs: Any, outputs: Any, name: str | None = None) -> keras.Model:
+    """``keras.Model(inputs, outputs, name=name)``, quiet about inputs from `table_inputs`.
 
-    Keras asks that each key of an inputs dict equal its tensor's name; the keys
-    are the user's column names, which TensorFlow does not accept as layer names.
+    Keras warns when a key of an inputs dict differs from its tensor's name; the
+    keys of `table_inputs` are the user's column names ("Lot Area"), which
+    TensorFlow does not take as layer names ("Lot_Area"), so they differ on purpose.
+
+    Example:
+        >>> import pandas as pd
+        >>> from tfkit import data
+        >>> frame = pd.DataFrame({"Lot Area": [1.0, 2.0, 3.0, 4.0], "y": [0.0, 1.0, 0.0, 1.0]})
+        >>> inputs = table_inputs(data.prepare(frame, target="y").spec)
+        >>> list(functional(inputs, keras.layers.Dense(1)(inputs["Lot Area"])).input)
+        ['Lot Area']
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
