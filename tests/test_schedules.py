@@ -18,5 +18,5 @@ def test_training_with_cosine_logs_the_rate_of_each_epoch():
     result = tfkit.train(datasets.make_linear(64), model="linear_regression", epochs=4,
                          learning_rate=0.01, lr_schedule="cosine", strategy="cpu",
                          logdir=None, export=None)
-    assert result.history["learning_rate"] == pytest.approx(
+    assert result.stats["learning_rate"] == pytest.approx(
         [0.01, 0.01 * 0.8535534, 0.005, 0.01 * 0.1464466], rel=1e-5)

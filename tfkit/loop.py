@@ -2,45 +2,73 @@
 
 The compiled steps (steps.py) do the learning; this loop decides when to
 log, evaluate, checkpoint and stop, in the manner of Orbit's controller.
+Each epoch ends with one line on stdout (console.py decides whether and where
+a progress bar goes).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import sys
 import time
-from collections import defaultdict
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from tfkit import console
 from tfkit.checkpoints import Checkpointer, NonFiniteLossError
 from tfkit.interrupts import StopRequests, TrainingInterrupted
 from tfkit.monitor import Monitor
 from tfkit.steps import Steps, accumulate, summarize
 from tfkit.summaries import RunWriter
 
-log = logging.getLogger(__name__)
-
 TARGET_SECONDS_PER_CALL = 0.5  # long enough to hide Python overhead, short enough for progress
 MAX_STEPS_PER_CALL = 1000
 PROFILED_CALLS = 3
+# How training ran rather than what it learned: kept per epoch beside the history.
+STATS = ("samples_per_second", "learning_rate", "grad_norm")
 
 
 @dataclasses.dataclass
 class Position:
-    """Where training stands: the global step and what the current epoch has summed."""
+    """Where training stands: the global step, the epochs so far, what this epoch has summed.
+
+    `history` holds loss and metrics per epoch (`loss`, `accuracy`, `val_loss`,
+    ...), as Keras's `History` does; `stats` holds the `STATS` per epoch.
+    """
 
     step: int = 0
     history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    stats: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     epoch_totals: dict[str, float] = dataclasses.field(default_factory=dict)
     last_loss: float | None = None  # the last finite per-step loss seen
 
     def state(self) -> dict[str, Any]:
-        return {"history": self.history, "epoch_totals": self.epoch_totals,
-                "last_loss": self.last_loss}
+        """What a checkpoint keeps besides the step (the checkpointer adds that)."""
+        return {"history": self.history, "stats": self.stats,
+                "epoch_totals": self.epoch_totals, "last_loss": self.last_loss}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Position:
+        """The position a checkpoint's state (`state()` plus `step`) describes.
+
+        Checkpoints saved before `stats` was kept apart hold the stats in the
+        history; they move to `stats`.
+
+        Example:
+            >>> position = Position.from_state(
+            ...     {"step": 8, "history": {"loss": [0.5], "grad_norm": [2.0]}})
+            >>> position.history, position.stats
+            ({'loss': [0.5]}, {'grad_norm': [2.0]})
+        """
+        history = dict(state.get("history") or {})
+        stats = dict(state.get("stats") or {})
+        for key in STATS:
+            if key in history:
+                stats.setdefault(key, history.pop(key))
+        return cls(step=state.get("step", 0), history=history, stats=stats,
+                   epoch_totals=dict(state.get("epoch_totals") or {}),
+                   last_loss=state.get("last_loss"))
 
 
 @dataclasses.dataclass
@@ -126,15 +154,19 @@ def run(
     hooks: Hooks,
     steps_per_execution: int | None = None,
     profile: bool = False,
-    verbose: bool | None = None,
+    verbose: int | None = None,
 ) -> dict[str, list[float]]:
     """Train from `position` to the end of `epochs`; returns the Keras-style history.
+
+    `position.history` and `position.stats` grow by one entry per epoch.
+    `verbose` is Keras's: 0 silent, 1 a progress bar on a terminal and a line
+    per epoch, 2 a line per epoch; None: 1 on a terminal, else 2.
 
     Raises:
         NonFiniteLossError: a step's loss was NaN or infinite.
         TrainingInterrupted: SIGTERM/SIGINT arrived; a checkpoint was saved.
     """
-    verbose = sys.stdout.isatty() if verbose is None else verbose
+    verbose = console.verbosity(verbose)
     sizer = StepsPerCall(steps_per_execution, steps_per_epoch)
     calls = _Calls(steps, iterator, hooks.monitor, hooks.writer, profile)
     steps.model.stop_training = False
@@ -146,32 +178,31 @@ def run(
             hooks.callbacks.on_epoch_begin(epoch)
             started = time.perf_counter()
             first_step = position.step
-            _train_epoch(calls, epoch, steps_per_epoch, sizer, position, hooks, verbose, epochs)
+            with console.ProgressBar(steps_per_epoch, verbose) as bar:
+                _train_epoch(calls, epoch, steps_per_epoch, sizer, position, hooks, bar)
             seconds = time.perf_counter() - started
             logs = summarize(position.epoch_totals)
             logs["samples_per_second"] = (
                 (position.step - first_step) * steps.global_batch_size / seconds
             )
             logs["learning_rate"] = steps.learning_rate()
-            _end_epoch(steps, validation, position, hooks, epoch, logs)
-            _report_epoch(epoch, epochs, logs, seconds, verbose)
+            _end_epoch(steps, validation, position, hooks, logs)
+            console.say(epoch_line(epoch, epochs, seconds, position.history), verbose)
+            hooks.callbacks.on_epoch_end(epoch, _last(position))
             if hooks.checkpointer and (hooks.checkpointer.due(position.step)
                                        or epoch == epochs - 1 or steps.model.stop_training):
                 hooks.checkpointer.save(position.step, position.state())
-            if steps.model.stop_training:
-                log.info("stopped early after epoch %d", epoch + 1)
+            if steps.model.stop_training and epoch + 1 < epochs:
+                console.say(f"stopped early after epoch {epoch + 1} of {epochs}", verbose)
                 break
     finally:
         calls.finish()
         hooks.writer.flush()
-    hooks.callbacks.on_train_end(logs={k: v[-1] for k, v in position.history.items()})
+    hooks.callbacks.on_train_end(logs=_last(position))
     return dict(position.history)
 
 
-def _train_epoch(calls, epoch, steps_per_epoch, sizer, position, hooks, verbose, epochs):
-    bar = keras.utils.Progbar(steps_per_epoch, verbose=1) if verbose else None
-    if bar is not None:
-        print(f"Epoch {epoch + 1}/{epochs}")
+def _train_epoch(calls, epoch, steps_per_epoch, sizer, position, hooks, bar):
     end = (epoch + 1) * steps_per_epoch
     while position.step < end:
         done = position.step - epoch * steps_per_epoch
@@ -193,9 +224,8 @@ def _train_epoch(calls, epoch, steps_per_epoch, sizer, position, hooks, verbose,
             )
         running = summarize(position.epoch_totals)
         hooks.callbacks.on_train_batch_end(position.step - epoch * steps_per_epoch - 1, running)
-        if bar is not None:
-            bar.update(position.step - epoch * steps_per_epoch, values=list(running.items()),
-                       finalize=False)
+        bar.update(position.step - epoch * steps_per_epoch,
+                   {k: v for k, v in running.items() if k not in STATS})
         _maybe_checkpoint_or_stop(position, hooks, end)
 
 
@@ -209,29 +239,39 @@ def _maybe_checkpoint_or_stop(position: Position, hooks: Hooks, epoch_end: int) 
         raise TrainingInterrupted(f"stopped by signal {stop}: {saved}; re-run to resume", stop)
 
 
-def _end_epoch(steps, validation, position, hooks, epoch, logs) -> None:
+def _end_epoch(steps, validation, position, hooks, logs) -> None:
+    """Evaluate, write the epoch's scalars, and add the epoch to history and stats."""
     global_step = position.step
     hooks.writer.scalars("train", step=global_step,
                          values={f"epoch_{k}": v for k, v in logs.items()})
+    metrics = {k: v for k, v in logs.items() if k not in STATS}
     if validation is not None:
         val_logs = summarize(steps.evaluate(validation))
         hooks.writer.scalars("validation", step=global_step,
                              values={f"epoch_{k}": v for k, v in val_logs.items()})
-        logs.update({f"val_{k}": v for k, v in val_logs.items()})
-    history = defaultdict(list, position.history)
-    for key, value in logs.items():
-        history[key].append(value)
-    position.history = dict(history)
+        metrics.update({f"val_{k}": v for k, v in val_logs.items()})
+    _append(position.history, metrics)
+    _append(position.stats, {k: v for k, v in logs.items() if k in STATS})
     position.epoch_totals = {}
-    hooks.callbacks.on_epoch_end(epoch, logs)
 
 
-def _report_epoch(epoch, epochs, logs, seconds, verbose):
-    shown = " - ".join(
-        f"{k}: {v:.4g}" for k, v in logs.items() if k not in ("learning_rate", "samples_per_second")
-    )
-    line = f"epoch {epoch + 1}/{epochs} - {seconds:.1f}s - {shown}"
-    if verbose:
-        print(line)
-    else:
-        log.info(line)
+def _append(per_epoch: dict[str, list[float]], values: dict[str, float]) -> None:
+    for key, value in values.items():
+        per_epoch.setdefault(key, []).append(value)
+
+
+def _last(position: Position) -> dict[str, float]:
+    """The last epoch's values for Keras callbacks: metrics, and the stats as well
+    (Keras's own learning-rate callbacks add `learning_rate` to these logs too)."""
+    return {k: v[-1] for k, v in {**position.history, **position.stats}.items() if v}
+
+
+def epoch_line(epoch: int, epochs: int, seconds: float, history: dict[str, list[float]]) -> str:
+    """One epoch's line: its number, its time, its loss and metrics.
+
+    Example:
+        >>> epoch_line(1, 20, 0.42, {"loss": [0.5, 0.31], "val_loss": [0.4, 0.29]})
+        'epoch 2/20 - 0.4s - loss: 0.31 - val_loss: 0.29'
+    """
+    shown = " - ".join(f"{k}: {v[-1]:.4g}" for k, v in history.items() if v)
+    return f"epoch {epoch + 1}/{epochs} - {seconds:.1f}s - {shown}"
