@@ -46,6 +46,7 @@ def test_junk_cells_become_missing_with_one_warning(source, tmp_path):
             for row, value in enumerate(CELLS.values()) if value is not None}
     assert got == pytest.approx(want)
     [warning] = _data_warnings(record)
+    assert {w.filename for w in record if w.category is DataWarning} == {__file__}  # the caller
     # read_csv already reads 'N/A', 'NA' and '' as missing; a DataFrame holds them as text.
     count, examples = (7, "'?', 'N/A', 'NA'") if source == "frame" else (4, "'?', '-', '--'")
     assert warning == (

@@ -244,8 +244,8 @@ def _prepare_table(frame: pd.DataFrame, name: str, o: _Options, validation: Any)
         fill = {c: _median(train_f[c]) for c in numeric} | {c: "missing" for c in strings}
         train_f, val_f = train_f.fillna(fill), val_f.fillna(fill)
     if missing_note:
-        report.append(f"imputed {missing_note} (numbers: the column's median; "
-                      "text: the category 'missing')")
+        report.append(f"imputed {missing_note} (numbers: the column's median in the training "
+                      "rows; text: the category 'missing')")
     report.append(reason)
     train_x, val_x = _columns(train_f, numeric, strings), _columns(val_f, numeric, strings)
     spec = DataSpec(
@@ -786,7 +786,7 @@ def _is_numeric(y: np.ndarray) -> bool:
 
 def _class_name(value: Any) -> str:
     value = float(value)
-    return str(int(value)) if value.is_integer() else f"{value:g}"
+    return str(int(value)) if value.is_integer() else str(value)  # repr: distinct stay distinct
 
 
 def _list(names: Any, limit: int = 5) -> str:
