@@ -153,3 +153,20 @@ def test_batches_gathered_in_the_loop_equal_the_input_stream(start_step):
         assert got_y.numpy().tolist() == want_y.numpy().tolist()
         assert got_x["island"].numpy().tolist() == want_x["island"].numpy().tolist()
         np.testing.assert_array_equal(got_x["x"].numpy(), want_x["x"].numpy())
+
+
+@pytest.mark.parametrize("as_dataset", [False, True])
+def test_regression_target_scale_for_arrays_and_datasets(as_dataset):
+    x, y = datasets.make_linear(200)
+    given = tf.data.Dataset.from_tensor_slices((x, y)) if as_dataset else (x, y)
+    prepared = data.prepare(given, validation_split=0.25)
+    # a dataset's scale comes from the peeked labels (all of them here), arrays' from training
+    want = y if as_dataset else prepared.train_tensors[1].numpy()
+    np.testing.assert_allclose(prepared.spec.target_scale, (want.mean(), want.std()), rtol=1e-5)
+    what = "the labels" if as_dataset else "y"
+    assert prepared.spec.report[0].startswith(f"task: regression — {what} has 200 distinct")
+
+
+def test_a_constant_regression_target_keeps_a_safe_scale():
+    spec = data.prepare((np.arange(20.0)[:, None], np.full(20, 7.5)), task="regression").spec
+    assert spec.target_scale == (7.5, 1.0)
