@@ -8,7 +8,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -191,7 +191,8 @@ def _decode_rows(instances: Any, inputs: Mapping[str, TensorSpec], doc) -> dict:
             if unknown:
                 raise InvalidArgument(
                     f"Failed to process element: {i} key: {unknown[0]} of 'instances' list. "
-                    f"Error: INVALID_ARGUMENT: JSON object: does not have named input: {unknown[0]}"
+                    f"Error: INVALID_ARGUMENT: JSON object: does not have named input: "
+                    f"{unknown[0]}. The inputs are: {input_names(names)}"
                 )
             raise InvalidArgument(
                 f"Failed to process element: {i} of 'instances' list. JSON object: "
@@ -215,9 +216,22 @@ def _decode_columns(value: Any, inputs: Mapping[str, TensorSpec]) -> dict:
     arrays = {}
     for alias, spec in inputs.items():
         if alias not in value:
-            raise InvalidArgument(f"Missing named input: {alias} in 'inputs' object.")
+            raise InvalidArgument(
+                f"Missing named input: {alias} in 'inputs' object. "
+                f"The inputs are: {input_names(inputs)}"
+            )
         arrays[alias] = to_array(value[alias], spec)
     return arrays
+
+
+def input_names(names: Iterable[str]) -> str:
+    """A signature's input names for an error message, quoted: they may hold spaces and commas.
+
+    Example:
+        >>> input_names(["price/sqft", "Lot Area"])
+        '["Lot Area", "price/sqft"]'
+    """
+    return json.dumps(sorted(names), ensure_ascii=False)
 
 
 def _batch(items: list, spec: TensorSpec, key: str | None) -> np.ndarray:

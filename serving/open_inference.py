@@ -232,7 +232,10 @@ def _decode_inputs(
         name = item.get("name")
         tensor = table.inputs.get(name) if isinstance(name, str) else None
         if tensor is None:
-            raise InvalidArgument(f"unexpected inference input '{name}' for model '{model}'")
+            raise InvalidArgument(
+                f"unexpected inference input '{name}' for model '{model}'; its inputs are: "
+                f"{json_codec.input_names(table.inputs)}"
+            )
         if name in arrays:
             raise InvalidArgument(f"input '{name}' is given more than once")
         if item.get("datatype") != tensor.datatype:

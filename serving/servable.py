@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
+from serving import _compat
 from serving.errors import InvalidArgument, from_tf_error
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class Servable:
         )
         self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
         try:
-            with self._graph.as_default():
+            with self._graph.as_default(), _compat.deprecation_notices_hidden():
                 meta_graph = tf.compat.v1.saved_model.loader.load(
                     self._session, [tf.saved_model.SERVING], str(self.path)
                 )

@@ -3,12 +3,15 @@
 import argparse
 import importlib
 
+import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from conftest import PENGUIN_CLASSES, PENGUIN_ROWS
 from tensorflow.core.protobuf import saved_model_pb2
 
+from tfkit import data
 from tfkit.export import ExportVerificationError, add_export_arguments, export_model, run_export
 
 # The module itself: `tfkit.export` may be re-exported as the export function.
@@ -19,11 +22,25 @@ def _keras_rows(rows):
     return {name: values.reshape(-1, 1) for name, values in rows.items()}
 
 
-def _method_names(path):
+def _signature_defs(path):
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
-    signatures = saved_model.meta_graphs[0].signature_def
+    return saved_model.meta_graphs[0].signature_def
+
+
+def _method_names(path):
+    signatures = _signature_defs(path)
     return {k: v.method_name for k, v in signatures.items() if not k.startswith("__")}
+
+
+def _in_session(path, feeds_by_key):
+    """serving_default run as TF Serving runs it: a TF1 session fed by SignatureDef keys."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+        signature = meta_graph.signature_def["serving_default"]
+        feeds = {signature.inputs[k].name: v for k, v in feeds_by_key.items()}
+        return session.run(signature.outputs["predictions"].name, feeds)
 
 
 def _example(**features):
@@ -177,3 +194,149 @@ def test_cli_reports_a_missing_model_file(tmp_path, capsys):
                               "--models", str(tmp_path)])
     assert run_export(args) == 1
     assert "export failed" in capsys.readouterr().err
+
+
+MESSY = ["Lot Area", "price/sqft", "größe", "1st floor", "a b", "a_b"]
+
+
+@pytest.fixture(scope="module")
+def messy_model():
+    """A regressor on columns named as users name them, keyed by those names."""
+    keras.utils.set_random_seed(5)
+    inputs = {c: keras.Input(shape=(1,), name=f"in{i}") for i, c in enumerate(MESSY)}
+    inputs["kind (text)"] = keras.Input(shape=(1,), name="kind", dtype="string")
+    lookup = keras.layers.StringLookup(vocabulary=["brick", "wood"], output_mode="one_hot")
+    features = keras.layers.Concatenate()(
+        [inputs[c] for c in MESSY] + [lookup(inputs["kind (text)"])])
+    return keras.Model(inputs, keras.layers.Dense(1)(features))
+
+
+@pytest.fixture(scope="module")
+def messy_rows():
+    rng = np.random.default_rng(6)
+    rows = {c: rng.normal(size=3).astype(np.float32) for c in MESSY}
+    rows["kind (text)"] = np.array(["brick", "wood", "tile"], dtype=object)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def messy_export(tmp_path_factory, messy_model, messy_rows):
+    base = tmp_path_factory.mktemp("export") / "house"
+    return export_model(messy_model, base, task="regression", example=messy_rows)
+
+
+def test_signature_takes_the_column_names_as_written(messy_export, messy_model, messy_rows):
+    assert sorted(_signature_defs(messy_export)["serving_default"].inputs) == sorted(
+        [*MESSY, "kind (text)"])
+    served = _in_session(messy_export, messy_rows)
+    expected = messy_model(_keras_rows(messy_rows)).numpy().reshape(-1)
+    np.testing.assert_allclose(served, expected, atol=1e-5, rtol=0)
+
+
+def test_tf2_loader_takes_python_names_and_ascii_columns(messy_export, messy_model, messy_rows):
+    signature = tf.saved_model.load(str(messy_export)).signatures["serving_default"]
+    expected = messy_model(_keras_rows(messy_rows)).numpy().reshape(-1)
+    python_names = {"Lot Area": "Lot_Area", "price/sqft": "price_sqft", "größe": "grosse",
+                    "1st floor": "arg_1st_floor", "a b": "a_b_2", "a_b": "a_b",
+                    "kind (text)": "kind__text_"}
+    by_python_name = {python_names[c]: tf.constant(v) for c, v in messy_rows.items()}
+    np.testing.assert_allclose(signature(**by_python_name)["predictions"].numpy(), expected,
+                               atol=1e-5, rtol=0)
+    # TensorFlow makes "Lot Area" the keyword Lot_Area itself.
+    by_python_name["Lot Area"] = by_python_name.pop("Lot_Area")
+    np.testing.assert_allclose(signature(**by_python_name)["predictions"].numpy(), expected,
+                               atol=1e-5, rtol=0)
+
+
+def test_regress_reads_tf_examples_keyed_by_the_column_names(messy_export, messy_model,
+                                                               messy_rows):
+    examples = [_example(**{c: v[i] if c in MESSY else str(v[i]) for c, v in messy_rows.items()})
+                for i in range(3)]
+    loaded = tf.saved_model.load(str(messy_export))
+    outputs = loaded.signatures["regress"](inputs=tf.constant(examples))["outputs"].numpy()
+    expected = messy_model(_keras_rows(messy_rows)).numpy().reshape(-1)
+    np.testing.assert_allclose(outputs, expected, atol=1e-5, rtol=0)
+
+
+class Subclassed(keras.Model):
+    """A subclassed regressor: no model.input, so export needs an example or a spec."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+class SubclassedTable(Subclassed):
+    def call(self, columns):
+        return self.dense(keras.ops.concatenate([columns["Lot Area"], columns["größe"]], -1))
+
+
+def _sequential():
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+
+
+def _sequential_called():
+    model = keras.Sequential([keras.layers.Dense(1)])  # no Input: built by its first call
+    model(np.zeros((1, 3), np.float32))
+    return model
+
+
+def _functional():
+    inputs = keras.Input((3,), name="features")
+    return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+
+ARRAY = np.random.default_rng(7).normal(size=(4, 3)).astype(np.float32)
+TABLE = {"Lot Area": ARRAY[:, :1], "größe": ARRAY[:, 1:2]}
+
+
+@pytest.mark.parametrize(
+    ("make", "rows", "kwargs"),
+    [
+        (_sequential, ARRAY, {}),
+        (_sequential_called, ARRAY, {}),
+        (_functional, ARRAY, {}),
+        (Subclassed, ARRAY, {"example": ARRAY}),
+        (SubclassedTable, TABLE, {"example": TABLE}),
+        (SubclassedTable, TABLE, {"spec": "table"}),
+    ],
+    ids=["sequential", "sequential-called", "functional", "subclassed-example",
+         "subclassed-table-example", "subclassed-table-spec"],
+)
+def test_ready_made_models_export(tmp_path, make, rows, kwargs):
+    keras.utils.set_random_seed(8)
+    model = make()
+    if kwargs.get("spec") == "table":
+        frame = pd.DataFrame({c: v.reshape(-1) for c, v in TABLE.items()} | {"y": [0, 1.0, 2, 3]})
+        kwargs = {"spec": data.prepare(frame, target="y").spec}
+    path = export_model(model, tmp_path / "m", task="regression", **kwargs)
+    if isinstance(rows, dict):
+        served = _in_session(path, {c: v.reshape(-1) for c, v in rows.items()})
+    else:
+        (key,) = _signature_defs(path)["serving_default"].inputs
+        assert key == ("features" if make is _functional else "x")  # unnamed: "x", stable
+        served = _in_session(path, {key: rows})
+    np.testing.assert_allclose(served, model(rows).numpy().reshape(-1), atol=1e-5, rtol=0)
+
+
+def test_subclassed_model_without_example_or_spec_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="pass example= .* or spec="):
+        export_model(Subclassed(), tmp_path / "m", task="regression")
+
+
+def test_export_and_server_load_without_tf_deprecation_notices(tmp_path, regressor, monkeypatch):
+    from tensorflow.python.util import deprecation
+
+    from serving.servable import Servable
+
+    notices = []
+    monkeypatch.setattr(deprecation, "_PRINTED_WARNING", {})  # as in a fresh process
+    monkeypatch.setattr(deprecation, "_log_deprecation", lambda *args, **_: notices.append(args))
+    path = export_model(regressor, tmp_path / "mpg", task="regression")
+    Servable(path, 1).retire()
+    assert notices == []
+    _in_session(path, {"features": ARRAY[:, [0, 1, 2, 0]]})  # the user's own call still hears
+    assert len(notices) == 1

@@ -6,13 +6,14 @@ so a server watching ``base_path`` never sees half a model.
 
 Signatures written:
 
-- ``serving_default``: table models (a dict of ``keras.Input(shape=(1,), name=<column>)``)
-  take each raw column as a ``[None]`` tensor named after it, so a request row is
-  ``{"island": "Torgersen", "bill_length_mm": 39.1}``; tensor models take their one
-  input, ``[None, ...]``. Classifiers answer ``probabilities`` (float32 ``[N, C]``),
-  ``class_ids`` (int64 ``[N]``) and ``classes`` (string ``[N]``, the predicted class
-  name); regressors answer ``predictions`` (float32 ``[N]`` for one output unit,
-  else ``[N, k]``).
+- ``serving_default``: table models (a dict of ``(None, 1)`` inputs keyed by column)
+  take each raw column as a ``[None]`` tensor keyed by the column's name as the
+  user wrote it, so a request row is ``{"island": "Torgersen", "Lot Area": 8450}``;
+  tensor models take their one input, ``[None, ...]``, keyed by its name (``x``
+  when the ``keras.Input`` has none). Classifiers answer
+  ``probabilities`` (float32 ``[N, C]``), ``class_ids`` (int64 ``[N]``) and
+  ``classes`` (string ``[N]``, the predicted class name); regressors answer
+  ``predictions`` (float32 ``[N]`` for one output unit, else ``[N, k]``).
 - ``classify`` (classifiers) and ``regress`` (one-unit regressors): TF Serving's
   ``:classify``/``:regress`` form. Input ``inputs`` holds serialized ``tf.Example``
   protos; a table model reads one feature per column (float columns as
@@ -21,6 +22,17 @@ Signatures written:
   (skipped when the input has unknown inner dimensions). ``classify`` answers
   ``classes`` (string ``[N, C]``) and ``scores`` (float ``[N, C]``); ``regress``
   answers ``outputs`` (float ``[N]``).
+
+Column names may be any text ("Lot Area", "price/sqft", "größe"). TensorFlow
+names a signature's inputs after graph ops, which allow neither spaces nor
+"/", so the SavedModel is saved with Python-identifier input names
+("Lot_Area", "price_sqft", "grosse") and the ``serving_default`` SignatureDef's
+input keys are then set back to the column names. Everything that reads the
+SignatureDef (TF Serving, KServe, ``saved_model_cli``, a TF1 session and this
+project's server) takes the column names. ``tf.saved_model.load`` calls the
+signature with keyword arguments, which TensorFlow makes Python identifiers;
+there a column is passed by the identifier (``**{"Lot Area": v}`` also works,
+as TensorFlow turns it into ``Lot_Area``; a non-ASCII name does not).
 
 A character language model (``export_language_model``) gets generation
 signatures instead: ``serving_default`` takes ``prompt`` (string) and ``length``
@@ -39,11 +51,17 @@ import re
 import secrets
 import shutil
 import sys
+import unicodedata
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
+
+from tfkit import _compat
+
+if TYPE_CHECKING:
+    from tfkit.data import DataSpec
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +81,24 @@ class ExportVerificationError(RuntimeError):
 class _Column:
     """One model input as the exported signatures see it."""
 
-    name: str
+    name: str  # the key requests use: the dict key (the column as written) or the input's name
     dtype: tf.DType
     model_shape: tuple[int | None, ...]  # the Keras input's shape, batch dimension included
     keyed: bool  # one of a dict of table columns
+    arg: str = ""  # the signature's argument name: a Python identifier and a graph op name
 
     @property
     def scalar(self) -> bool:
-        """A ``(None, 1)`` table column, served as ``[None]``: one value per request row."""
-        return self.keyed and self.model_shape == (None, 1)
+        """A ``(None, 1)`` (or ``(None,)``) table column, served as ``[None]``."""
+        return self.keyed and self.model_shape in ((None, 1), (None,))
 
     @property
     def serving_shape(self) -> list[int | None]:
         return [None] if self.scalar else [None, *self.model_shape[1:]]
+
+    def to_model(self, value: Any) -> Any:
+        """A served value in the model's shape: ``[N]`` → ``[N, 1]`` for a ``(None, 1)`` column."""
+        return tf.expand_dims(value, -1) if self.scalar and len(self.model_shape) == 2 else value
 
 
 def export_model(
@@ -86,6 +109,7 @@ def export_model(
     class_names: Sequence[str] | None = None,
     version: int | None = None,
     example: Any | None = None,
+    spec: DataSpec | None = None,
 ) -> pathlib.Path:
     """Writes ``model`` to ``base_path/<version>/`` atomically, after checking the export.
 
@@ -95,21 +119,29 @@ def export_model(
     beyond 1); only then is it renamed to its version folder.
 
     Args:
-        model: A built ``keras.Model`` with one tensor input, or a dict of named
-            ``(None, 1)`` column inputs with preprocessing inside the model.
+        model: A ``keras.Model`` (functional, Sequential or subclassed) with one
+            tensor input, or a dict of ``(None, 1)`` column inputs keyed by column
+            name (any text) with preprocessing inside the model. A model with no
+            ``model.input`` (subclassed) needs ``example`` or ``spec``.
         base_path: The model's folder in the repository, e.g. ``"models/penguins"``.
         task: ``"regression"``, ``"binary"`` (sigmoid ``[N, 1]`` output),
             ``"multiclass"`` (softmax ``[N, C]``), or None for raw outputs.
         class_names: Class labels for classifiers; default ``"0"`` .. ``"C-1"``.
         version: Version number; default the next free integer (1 for a new model).
         example: A few rows in the model's input format (a dict of columns, or an
-            array) to verify the export with; synthesized when None.
+            array) to verify the export with; synthesized when None. For a model
+            with no ``model.input``, the inputs are also read from it: a dict gives
+            one input per key, shaped like its values (a ``[N]`` or ``[N, 1]``
+            column is served as one value per row), an array gives one input ``x``.
+        spec: The ``DataSpec`` the model was trained on (``result.spec``), for a
+            model with no ``model.input``: a table's columns, or one input ``x``.
 
     Returns:
         The version folder written.
 
     Raises:
-        ValueError: Unknown task, wrong number of class names, or unsupported inputs.
+        ValueError: Unknown task, wrong number of class names, or unsupported or
+            unknown inputs.
         FileExistsError: ``version`` already exists.
         ExportVerificationError: The reloaded model's predictions differ; nothing is
             left behind.
@@ -122,14 +154,17 @@ def export_model(
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
-    columns, keyed = _columns(model)
-    names = _class_names(model, task, class_names)
-    module = _ServingModule(model, columns, keyed, task, names)
+    columns, keyed = _columns(model, example, spec)
+    rows = _example_rows(columns, keyed, example)
+    # Also builds a model never called yet (a subclassed one), before it is saved.
+    output_shape = _output_shape(model, columns, keyed, rows)
+    names = _class_names(output_shape, task, class_names)
+    module = _ServingModule(model, columns, keyed, task, names, output_shape)
 
     def write_and_verify(temp: pathlib.Path) -> None:
         signatures, methods = module.write(temp)
-        _set_method_names(temp, methods)
-        rows = _example_rows(columns, keyed, example)
+        renames = {c.arg: c.name for c in columns if c.arg != c.name}
+        _edit_signatures(temp, methods, renames)
         _verify(temp, module, rows, signatures)
 
     return _write_version(base_path, version, write_and_verify)
@@ -159,31 +194,129 @@ def _write_version(
     return final
 
 
-def _columns(model: Any) -> tuple[list[_Column], bool]:
+def _columns(model: Any, example: Any, spec: DataSpec | None) -> tuple[list[_Column], bool]:
     """The model's inputs, and whether it takes them as a dict keyed by column."""
     try:
-        structure = model.input
-    except (AttributeError, ValueError) as exc:
-        raise ValueError(f"export needs a built model with known inputs: {exc}") from None
+        structure = _input_structure(model)
+    except (AttributeError, ValueError) as exc:  # subclassed, or never built
+        if spec is not None:
+            return _with_args(*_columns_from_spec(spec))
+        if example is not None:
+            return _with_args(*_columns_from_example(example))
+        raise ValueError(
+            f"export needs the model's inputs, and {type(model).__name__} declares none "
+            f"(a subclassed model, or one not built yet: {exc}); pass example= (a few rows: "
+            "a dict of columns or an array) or spec= (the DataSpec, result.spec)"
+        ) from None
     if isinstance(structure, Mapping):
         columns = [
             _Column(str(name), tf.as_dtype(tensor.dtype), tuple(tensor.shape), keyed=True)
             for name, tensor in structure.items()
         ]
-        return columns, True
+        return _with_args(columns, True)
     if isinstance(structure, (list, tuple)):
         if len(structure) != 1:
             raise ValueError("a model with several inputs must take them as a dict of columns")
         structure = structure[0]
-    name = re.sub(r"[^A-Za-z0-9_]", "_", getattr(structure, "name", "") or "x") or "x"
+    name = getattr(structure, "name", "") or ""
+    if re.fullmatch(r"(keras_tensor(_\d+)?)?", name):  # unnamed: Keras counts its tensors
+        name = "x"
     column = _Column(name, tf.as_dtype(structure.dtype), tuple(structure.shape), keyed=False)
-    return [column], False
+    return _with_args([column], False)
 
 
-def _class_names(model: Any, task: str | None, class_names: Sequence[str] | None) -> list[str]:
+def _input_structure(model: Any) -> Any:
+    """``model.input``; Keras 3.15's Sequential raises there even when built, so its ``inputs``."""
+    try:
+        return model.input
+    except (AttributeError, ValueError):
+        inputs = model.inputs
+        if not inputs:
+            raise
+        return inputs
+
+
+def _columns_from_spec(spec: DataSpec) -> tuple[list[_Column], bool]:
+    if spec.kind == "table":
+        columns = [_Column(c, tf.float32, (None, 1), keyed=True) for c in spec.numeric_columns]
+        columns += [_Column(c, tf.string, (None, 1), keyed=True) for c in spec.string_columns]
+        return columns, True
+    dtype = tf.int32 if spec.kind == "text" else tf.float32  # text: token ids
+    return [_Column("x", dtype, (None, *spec.input_shape), keyed=False)], False
+
+
+def _columns_from_example(example: Any) -> tuple[list[_Column], bool]:
+    if isinstance(example, Mapping):
+        columns = []
+        for name, values in example.items():
+            values = np.asarray(values)
+            columns.append(_Column(str(name), _dtype_of(values), (None, *values.shape[1:]), True))
+        return columns, True
+    values = np.asarray(example)
+    return [_Column("x", _dtype_of(values), (None, *values.shape[1:]), keyed=False)], False
+
+
+def _dtype_of(values: np.ndarray) -> tf.DType:
+    """What a request's JSON values become: text, float32 (as Keras computes) or the ints given."""
+    if values.dtype.kind in "OUS":
+        return tf.string
+    if values.dtype.kind == "f":
+        return tf.float32
+    return tf.as_dtype(values.dtype)
+
+
+def _with_args(columns: list[_Column], keyed: bool) -> tuple[list[_Column], bool]:
+    """The columns with their signature argument names, unique, in the columns' order."""
+    args = _argument_names([c.name for c in columns])
+    return [dataclasses.replace(c, arg=args[c.name]) for c in columns], keyed
+
+
+def _argument_names(names: Sequence[str]) -> dict[str, str]:
+    """Python identifiers that are also graph op names, as TensorFlow's signatures need.
+
+    Each is what TensorFlow makes of the name for a keyword argument (each
+    character that is not a letter or digit becomes "_", and "arg_" goes before
+    a leading non-letter), in ASCII, so that ``tf.saved_model.load`` callers may
+    also pass the column's own name. A name already valid is kept; a clash gets
+    "_2", "_3", ...
+    """
+    chosen = {n: n for n in names if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", n)}
+    taken = set(chosen.values())
+    for name in names:
+        if name in chosen:
+            continue
+        text = unicodedata.normalize("NFKD", name.replace("ß", "ss"))
+        text = "".join("_" if not (ch.isascii() and ch.isalnum()) else ch
+                       for ch in text if not unicodedata.combining(ch))
+        base = text if text[:1].isalpha() else f"arg_{text}"
+        arg, n = base, 2
+        while arg in taken:
+            arg, n = f"{base}_{n}", n + 1
+        chosen[name] = arg
+        taken.add(arg)
+    return chosen
+
+
+def _output_shape(
+    model: Any, columns: list[_Column], keyed: bool, rows: dict[str, np.ndarray]
+) -> tuple[int | None, ...]:
+    """The model's first output shape; a model that declares none is run on ``rows``."""
+    outputs = getattr(model, "outputs", None)
+    if outputs:
+        return tuple(outputs[0].shape)
+    features = {c.name: c.to_model(tf.constant(rows[c.name])) for c in columns}
+    answer = model(features if keyed else features[columns[0].name], training=False)
+    first = next(iter(answer.values())) if isinstance(answer, Mapping) else tf.nest.flatten(
+        answer)[0]
+    return (None, *first.shape[1:])
+
+
+def _class_names(
+    output_shape: tuple[int | None, ...], task: str | None, class_names: Sequence[str] | None
+) -> list[str]:
     if task not in ("binary", "multiclass"):
         return []
-    count = 2 if task == "binary" else model.outputs[0].shape[-1]
+    count = 2 if task == "binary" else output_shape[-1]
     if class_names is None:
         if count is None:
             raise ValueError("the number of classes is unknown; pass class_names")
@@ -197,12 +330,13 @@ def _class_names(model: Any, task: str | None, class_names: Sequence[str] | None
 class _ServingModule:
     """Wraps the Keras model with the serving, classify and regress functions."""
 
-    def __init__(self, model, columns, keyed, task, class_names) -> None:
+    def __init__(self, model, columns, keyed, task, class_names, output_shape) -> None:
         self.model = model
         self._columns = columns
         self._keyed = keyed
         self._task = task
         self._class_names = class_names
+        self._output_shape = output_shape
 
     def call_model(self, features: dict[str, tf.Tensor]) -> Any:
         """Runs the Keras model on model-shaped features and post-processes its output."""
@@ -217,10 +351,7 @@ class _ServingModule:
         return outputs
 
     def serve(self, columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        features = {
-            c.name: tf.expand_dims(columns[c.name], -1) if c.scalar else columns[c.name]
-            for c in self._columns
-        }
+        features = {c.name: c.to_model(columns[c.name]) for c in self._columns}
         return self._answer(self.call_model(features))
 
     def _answer(self, outputs: Any) -> dict[str, tf.Tensor]:
@@ -270,8 +401,10 @@ class _ServingModule:
 
         archive = keras.export.ExportArchive()
         archive.track(self.model)
+        # Keyed by the column as written; named (what the graph and the signature
+        # see) by its argument name, put back to the column by _edit_signatures.
         specs = {
-            c.name: tf.TensorSpec(c.serving_shape, c.dtype, name=c.name) for c in self._columns
+            c.name: tf.TensorSpec(c.serving_shape, c.dtype, name=c.arg) for c in self._columns
         }
         archive.add_endpoint("serving_default", self.serve, input_signature=[specs])
         methods = {}
@@ -287,7 +420,7 @@ class _ServingModule:
         return ["serving_default", *methods], methods
 
     def _single_unit(self) -> bool:
-        shape = self.model.outputs[0].shape
+        shape = self._output_shape
         return len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)
 
 
@@ -303,13 +436,17 @@ def _feature_dtype(dtype: tf.DType) -> tf.DType:
     return tf.float32 if dtype.is_floating else tf.int64
 
 
-def _set_method_names(path: pathlib.Path, methods: Mapping[str, str]) -> None:
-    """Marks classify/regress signatures so TF Serving's :classify/:regress accept them.
+def _edit_signatures(
+    path: pathlib.Path, methods: Mapping[str, str], renames: Mapping[str, str]
+) -> None:
+    """Sets what ``tf.saved_model.save`` cannot write in the SignatureDefs.
 
-    ``tf.saved_model.save`` labels every signature ``tensorflow/serving/predict``;
-    TF Serving refuses other verbs on such signatures, so the label is fixed here.
+    - Method names: it labels every signature ``tensorflow/serving/predict``, and
+      TF Serving refuses :classify/:regress on such a signature.
+    - ``serving_default``'s input keys: it keys them by argument name (``Lot_Area``);
+      ``renames`` puts back the column names (``Lot Area``) clients send.
     """
-    if not methods:
+    if not methods and not renames:
         return
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -320,13 +457,12 @@ def _set_method_names(path: pathlib.Path, methods: Mapping[str, str]) -> None:
         for key, method in methods.items():
             if key in meta_graph.signature_def:
                 meta_graph.signature_def[key].method_name = method
+        inputs = meta_graph.signature_def["serving_default"].inputs
+        for arg, name in renames.items():
+            inputs[name].CopyFrom(inputs[arg])
+            del inputs[arg]
     pb_path.write_bytes(saved_model.SerializeToString())
-    try:  # the fingerprint hashes saved_model.pb; rewrite it to match
-        from tensorflow.python.saved_model import fingerprinting_utils
-
-        fingerprinting_utils.write_fingerprint(str(path))
-    except (ImportError, AttributeError, RuntimeError):
-        (path / "fingerprint.pb").unlink(missing_ok=True)
+    _compat.write_fingerprint(path)
 
 
 def _example_rows(columns: list[_Column], keyed: bool, example: Any) -> dict[str, np.ndarray]:
@@ -365,14 +501,11 @@ def _verify(
     signatures: Sequence[str],
 ) -> None:
     """Reloads the export and compares it with the in-memory Keras model."""
-    features = {
-        c.name: tf.constant(rows[c.name][:, None] if c.scalar else rows[c.name])
-        for c in module._columns
-    }
+    features = {c.name: c.to_model(tf.constant(rows[c.name])) for c in module._columns}
     expected = _numpy(module._answer(module.call_model(features)))
     loaded = tf.saved_model.load(str(path))
     served = _numpy(loaded.signatures["serving_default"](
-        **{name: tf.constant(value) for name, value in rows.items()}
+        **{c.arg: tf.constant(rows[c.name]) for c in module._columns}
     ))
     for key, want in expected.items():
         _compare(f"serving_default/{key}", served.get(key), want)
@@ -396,9 +529,10 @@ def _run_in_session(
 ) -> dict[str, np.ndarray]:
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
-        meta_graph = tf.compat.v1.saved_model.loader.load(
-            session, [tf.saved_model.SERVING], str(path)
-        )
+        with _compat.deprecation_notices_hidden():
+            meta_graph = tf.compat.v1.saved_model.loader.load(
+                session, [tf.saved_model.SERVING], str(path)
+            )
         signature = meta_graph.signature_def[signature_name]
         feeds = {signature.inputs[name].name: value for name, value in rows.items()}
         keys = sorted(signature.outputs)
