@@ -188,6 +188,8 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # TensorFlow's own INFO lines ("Restoring parameters from ...") repeat serving's.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     port = args.rest_api_port or args.port or DEFAULT_PORT
     app_config: dict[str, Any] = {
         "FILE_SYSTEM_POLL_WAIT_SECONDS": args.file_system_poll_wait_seconds,
@@ -332,6 +334,9 @@ class _GunicornServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> Any:
+        from tfkit import _quiet
+
+        _quiet.install()  # before TensorFlow starts: without its start-up lines
         from serving.app import create_app  # in the worker: TensorFlow starts here
 
         return create_app(self._app_config)

@@ -12,6 +12,8 @@ LR_SCHEDULES = ("constant", "cosine")
 STRATEGY_NAMES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
 MISSING_POLICIES = ("drop", "impute")
 COLUMN_TYPES = ("numeric", "categorical")
+NAN_POLICIES = ("stop", "restore")
+MIXED_PRECISIONS = (None, "mixed_float16", "mixed_bfloat16")
 VERBOSITY = (0, 1, 2)  # Keras's: silent, progress bar (terminal) + epoch line, epoch line only
 _CPU_N = re.compile(r"^cpu:(\d+)$")
 
@@ -19,6 +21,8 @@ _CPU_N = re.compile(r"^cpu:(\d+)$")
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every knob of a training run; `tfkit.train(**kwargs)` builds one of these.
+
+    A field's trailing comment is also its flag's text in `tfkit train --help`.
 
     Example:
         >>> cfg = TrainConfig(data="penguins", target="species", epochs=5)
@@ -29,7 +33,7 @@ class TrainConfig:
     data: Any = "penguins"  # bundled name | DataFrame | (X, y) | CSV path | tf.data.Dataset
     target: str | None = None  # column to predict; bundled datasets bring their own
     model: Any = "mlp"  # builder name | keras.Model | callable(spec) -> keras.Model
-    task: str = "auto"  # inferred from the target unless given
+    task: str = "auto"  # what the model predicts; auto: inferred from the target
     loss: Any = None  # Keras loss name or object; None: a compiled model's, else the task's
     metrics: Any = None  # Keras metric names/objects; None: a compiled model's, else the task's
     column_types: dict | None = None  # {"zip": "categorical", "rooms": "numeric"}: overrides
@@ -37,19 +41,19 @@ class TrainConfig:
     class_weight: dict | None = None  # {class name or id: weight}; missing classes weigh 1
     sample_weight: str | None = None  # a table column of per-row weights (not a feature)
     standardize_target: bool = True  # regression: learn (y - mean) / std, answer in y's units
-    epochs: int = 20
+    epochs: int = 20  # passes over the training rows
     batch_size: int = 32  # global batch, split across replicas
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    lr_schedule: str = "constant"  # "cosine": down to ~0 by the last epoch, which settles
-    validation_split: float = 0.2
-    seed: int = 0
-    strategy: Any = "auto"
+    learning_rate: float = 1e-3  # the optimizer's step size (the start, with a schedule)
+    optimizer: str = "adam"  # Keras optimizer
+    lr_schedule: str = "constant"  # cosine: down to ~0 by the last epoch, which settles
+    validation_split: float = 0.2  # share of the rows held out to validate
+    seed: int = 0  # shuffling, the split and initial weights
+    strategy: Any = "auto"  # tf.distribute strategy; cpu:N: N logical CPUs (or a Strategy)
     steps_per_execution: int | None = None  # None: chosen from the epoch length
     clip_norm: float | None = None  # clip by the global norm across all replicas
     early_stopping_patience: int | None = None  # epochs without val_loss improvement
     missing: str = "drop"  # rows with a missing value: drop them or impute (median / "missing")
-    logdir: str | None = "tensorboard_logs"
+    logdir: str | None = "tensorboard_logs"  # TensorBoard runs go here; None: no logs
     run_name: str | None = None  # default: <dataset>-<model>-<timestamp>
     export: str | None = "models"  # model repository; None skips export
     model_name: str | None = None  # folder under the repository; default: the dataset's name
@@ -58,14 +62,14 @@ class TrainConfig:
     profile: bool = False  # a profiler trace of a few calls, for TensorBoard's Profile tab
     checkpoint_every_steps: int | None = None  # None: by time (several workers: each epoch)
     checkpoint_every_seconds: float = 120.0  # saving costs ~0.1 s; a clock keeps it rare
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # the newest ones kept
     checkpoint_dir: str | None = None  # default: <logdir>/<run_name>/checkpoints
     resume: bool = True  # same run name: continue from its last checkpoint
     deterministic: bool | None = None  # op determinism; None: on for CPU-only runs
     on_nan: str = "stop"  # non-finite loss: stop, or restore the last checkpoint at half the lr
-    max_nan_restores: int = 3
+    max_nan_restores: int = 3  # on_nan=restore: restores before giving up
     mixed_precision: str | None = None  # "mixed_float16" (GPU) or "mixed_bfloat16" (TPU, CPU)
-    jit_compile: bool = False  # XLA measured slower on CPU for small models
+    jit_compile: bool = False  # compile steps with XLA; measured slower on CPU for small models
     verbose: int | None = None  # 0 silent, 1 bar + epoch lines, 2 epoch lines; None: 1 on a tty
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to the builder
     window: int | None = None  # steps per example: a series' input window, a text's context
@@ -104,9 +108,8 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("missing", self.missing, MISSING_POLICIES)
-        _check_choice("on_nan", self.on_nan, ("stop", "restore"))
-        _check_choice("mixed_precision", self.mixed_precision,
-                      (None, "mixed_float16", "mixed_bfloat16"))
+        _check_choice("on_nan", self.on_nan, NAN_POLICIES)
+        _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         if self.checkpoint_every_steps is not None and (
             isinstance(self.checkpoint_every_steps, bool)
             or not isinstance(self.checkpoint_every_steps, int)
