@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import PENGUIN_CLASSES, PENGUIN_ROWS
 from tensorflow.core.protobuf import saved_model_pb2
 
-from tfkit import data
+from tfkit import data, models
 from tfkit.export import ExportVerificationError, add_export_arguments, export_model, run_export
 
 # The module itself: `tfkit.export` may be re-exported as the export function.
@@ -208,7 +208,7 @@ def messy_model():
     lookup = keras.layers.StringLookup(vocabulary=["brick", "wood"], output_mode="one_hot")
     features = keras.layers.Concatenate()(
         [inputs[c] for c in MESSY] + [lookup(inputs["kind (text)"])])
-    return keras.Model(inputs, keras.layers.Dense(1)(features))
+    return models.functional(inputs, keras.layers.Dense(1)(features))
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +340,16 @@ def test_export_and_server_load_without_tf_deprecation_notices(tmp_path, regress
     assert notices == []
     _in_session(path, {"features": ARRAY[:, [0, 1, 2, 0]]})  # the user's own call still hears
     assert len(notices) == 1
+
+
+def test_cli_exports_a_keras_file_keyed_by_column_names_quietly(tmp_path, messy_model, recwarn):
+    model_file = tmp_path / "house.keras"
+    messy_model.save(model_file)
+    parser = argparse.ArgumentParser()
+    add_export_arguments(parser)
+    args = parser.parse_args(["--model", str(model_file), "--name", "house",
+                              "--models", str(tmp_path / "models"), "--task", "regression"])
+    assert run_export(args) == 0
+    inputs = _signature_defs(tmp_path / "models" / "house" / "1")["serving_default"].inputs
+    assert sorted(inputs) == sorted([*MESSY, "kind (text)"])
+    assert not [w for w in recwarn if "When providing `inputs` as a dict" in str(w.message)]

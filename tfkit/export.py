@@ -745,9 +745,12 @@ def run_export(args: argparse.Namespace) -> int:
     """
     import keras
 
+    from tfkit.models import column_keyed_inputs
+
     class_names = args.class_names.split(",") if args.class_names else None
     try:
-        model = keras.saving.load_model(args.model)
+        with column_keyed_inputs():  # a table model keyed by column names as written
+            model = keras.saving.load_model(args.model)
         path = export_model(
             model,
             pathlib.Path(args.models) / args.name,

@@ -8,11 +8,12 @@ linear unit.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 import unicodedata
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -239,10 +240,6 @@ def _inputs(spec: DataSpec, flatten: bool) -> tuple[Any, Any]:
 def functional(inputs: Any, outputs: Any, name: str | None = None) -> keras.Model:
     """``keras.Model(inputs, outputs, name=name)``, quiet about inputs from `table_inputs`.
 
-    Keras warns when a key of an inputs dict differs from its tensor's name; the
-    keys of `table_inputs` are the user's column names ("Lot Area"), which
-    TensorFlow does not take as layer names ("Lot_Area"), so they differ on purpose.
-
     Example:
         >>> import pandas as pd
         >>> from tfkit import data
@@ -251,9 +248,25 @@ def functional(inputs: Any, outputs: Any, name: str | None = None) -> keras.Mode
         >>> list(functional(inputs, keras.layers.Dense(1)(inputs["Lot Area"])).input)
         ['Lot Area']
     """
+    with column_keyed_inputs():
+        return keras.Model(inputs, outputs, name=name)
+
+
+@contextlib.contextmanager
+def column_keyed_inputs() -> Iterator[None]:
+    """Keras's warning that an inputs dict's keys differ from its tensors' names, off.
+
+    The keys of `table_inputs` are the user's column names ("Lot Area"), which
+    TensorFlow does not take as layer names ("Lot_Area"), so they differ on
+    purpose; Keras warns each time such a model is made, cloned or loaded.
+
+    Example:
+        >>> with column_keyed_inputs():  # doctest: +SKIP
+        ...     model = keras.saving.load_model("house.keras")
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
-        return keras.Model(inputs, outputs, name=name)
+        yield
 
 
 def _head(spec: DataSpec, x: Any) -> Any:
