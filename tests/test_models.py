@@ -103,6 +103,18 @@ def test_builder_takes_messy_column_names_quietly(messy_spec, builder):
     assert model(rows).shape == (2, 1)
 
 
+@pytest.mark.parametrize("builder", ["mlp", "linear_regression"])
+@pytest.mark.parametrize("column", ["prediction", "dense_0", "normalize_x"])
+def test_a_column_named_like_a_builder_layer_builds(builder, column):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({column: rng.normal(size=40), "x": rng.normal(size=40)})
+    frame["y"] = frame[column] * 2.0
+    spec = data.prepare(frame, target="y").spec
+    model = models.build(builder, spec)
+    assert list(model.input) == [column, "x"]
+    assert model.input[column].name == f"column_{column}"
+
+
 @pytest.mark.parametrize(
     ("builder", "source", "message"),
     [

@@ -157,7 +157,8 @@ def table_inputs(spec: DataSpec) -> dict[str, keras.KerasTensor]:
     "größe"); only the Keras layer names are cleaned, since TensorFlow takes
     them as scope names. A name that is already valid is kept; others become
     readable ASCII ("Lot Area" -> "Lot_Area"), made unique with a suffix when
-    two columns clean to the same text.
+    two columns clean to the same text, and prefixed "column_" where a builder
+    names its own layer so ("prediction").
 
     Args:
         spec: a table's data spec.
@@ -183,16 +184,23 @@ def table_inputs(spec: DataSpec) -> dict[str, keras.KerasTensor]:
 # A TensorFlow scope name without "/" (Keras splits names on it); no leading "."
 # so that "." and ".." never name a directory-like scope.
 _VALID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+# Names the table builders give their own layers; a column named so ("prediction")
+# becomes "column_prediction", as Keras refuses two layers of one name in a model.
+_BUILDER_LAYER = re.compile(r"(normalize|lookup)_.*|dense_\d+|prediction|probability|probabilities")
 
 
 def _layer_names(columns: tuple[str, ...]) -> dict[str, str]:
     """Valid, unique, readable layer names for the columns; valid ones unchanged."""
-    names = {c: c for c in columns if _VALID_NAME.fullmatch(c)}
+    names = {
+        c: c for c in columns if _VALID_NAME.fullmatch(c) and not _BUILDER_LAYER.fullmatch(c)
+    }
     taken = set(names.values())
     for position, column in enumerate(columns):
         if column in names:
             continue
         base = _clean(column) or f"column_{position}"
+        if _BUILDER_LAYER.fullmatch(base):
+            base = f"column_{base}"
         name, n = base, 2
         while name in taken:
             name, n = f"{base}_{n}", n + 1
