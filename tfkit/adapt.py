@@ -143,10 +143,16 @@ def _on_the_data(model: keras.Model, spec: DataSpec) -> keras.Model:
 
 
 def _declared_input(model: keras.Model) -> Any:
+    """The model's input structure, or None when it takes whatever it is given."""
     try:
-        return model.input
+        return model.input  # functional
     except (AttributeError, ValueError):
-        return None  # subclassed, or Sequential without an Input: takes what it is given
+        pass
+    try:
+        inputs = model.inputs  # a Sequential that starts with a keras.Input
+    except (AttributeError, ValueError):
+        return None  # subclassed, or a Sequential without an Input
+    return inputs[0] if inputs and len(inputs) == 1 else None
 
 
 def _stacked_columns(model: keras.Model, spec: DataSpec, declared: Any) -> keras.Model:
@@ -162,7 +168,7 @@ def _stacked_columns(model: keras.Model, spec: DataSpec, declared: Any) -> keras
         )
     inputs = models.table_inputs(spec)
     stacked = keras.layers.Concatenate(name="columns")([inputs[c] for c in spec.numeric_columns])
-    return keras.Model(inputs, model(stacked), name=model.name)
+    return models.functional(inputs, model(stacked), name=model.name)
 
 
 def _build(model: keras.Model, spec: DataSpec) -> None:
@@ -177,10 +183,10 @@ def _in_target_units(model: keras.Model, spec: DataSpec) -> keras.Model:
     to_units = keras.layers.Rescaling(std, offset=mean, name=TARGET_UNITS_LAYER, dtype="float32")
     declared = _declared_input(model)
     if declared is not None and len(model.outputs) == 1:  # functional: stay one flat graph
-        return keras.Model(declared, to_units(model.outputs[0]), name=model.name)
+        return models.functional(declared, to_units(model.outputs[0]), name=model.name)
     inputs = (models.table_inputs(spec) if spec.kind == "table"
               else keras.Input(shape=spec.input_shape, name="x"))
-    return keras.Model(inputs, to_units(model(inputs)), name=model.name)
+    return models.functional(inputs, to_units(model(inputs)), name=model.name)
 
 
 def _layer(model: keras.Model, name: str) -> Any:

@@ -111,10 +111,9 @@ def _train(config: TrainConfig, strategy, callbacks) -> TrainResult:
     prepared = data_lib.prepare(
         config.data, target=config.target, task=config.task,
         validation_split=config.validation_split, seed=config.seed, missing=config.missing,
-        window=config.window, **_given(
-            column_types=config.column_types, validation_data=config.validation_data,
-            sample_weight=config.sample_weight, class_weight=config.class_weight,
-        ),
+        window=config.window, column_types=config.column_types,
+        validation_data=config.validation_data, sample_weight=config.sample_weight,
+        class_weight=config.class_weight,
     )
     for line in prepared.spec.report:
         console.say(line, config.verbose)
@@ -143,10 +142,6 @@ def _train(config: TrainConfig, strategy, callbacks) -> TrainResult:
             ) from err
         run.record_export(result.export_path)
     return result
-
-
-def _given(**options: Any) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if v is not None}
 
 
 class ExportError(RuntimeError):
@@ -301,9 +296,9 @@ class _Run:
     def describe(self) -> None:
         spec, config = self.prepared.spec, self.config
         if self.state["step"]:
-            log.info("resumed from step %d of epoch %d (checkpoint in %s)",
-                     self.state["step"], self.state["step"] // self.steps_per_epoch + 1,
-                     self.checkpointer.directory)
+            console.say(f"resumed from step {self.state['step']} of epoch "
+                        f"{self.state['step'] // self.steps_per_epoch + 1} (checkpoint in "
+                        f"{self.checkpointer.directory})", config.verbose)
         self.writer.config(config.to_dict())
         self.writer.model_summary(self.model)
         self.writer.hparams({**config.to_dict(), "task": spec.task,
@@ -322,8 +317,8 @@ class _Run:
     def fit(self, callbacks: list | None) -> dict[str, list[float]]:
         """The loop, from the restored step; rolls back on NaN when asked to."""
         if self.already_finished:
-            log.info("run already finished (%d steps); raise epochs or pass resume=False to "
-                     "train again", self.state["step"])
+            console.say(f"run {self.name!r} already finished ({self.state['step']} steps); raise "
+                        "epochs or pass resume=False to train again", self.config.verbose)
             return self.state["history"]
         if self.config.lr_schedule == "cosine":
             self.schedule = CosineDecay(self.steps.optimizer, self.config.learning_rate,

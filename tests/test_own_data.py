@@ -1,0 +1,348 @@
+"""A user's own messy table and own Keras model, end to end, as the README shows them."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from conftest import REPO_ROOT, ServerProcess
+
+import tfkit
+
+TARGET = "Sale Price ($)"
+QUIET = {"verbose": 0, "logdir": None, "export": None}
+CLI_SECONDS = 300
+
+
+def houses(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """A house-price table as users have them: prices 1e5-1e6, areas 1e3, junk cells."""
+    rng = np.random.default_rng(seed)
+    area = rng.uniform(600, 4000, n).round()
+    year = rng.integers(1920, 2022, n).astype(float)
+    hood = rng.choice(["Old Town", "Hillside", "Riverside", "Größe Au"], n)
+    premium = pd.Series(hood).map(
+        {"Old Town": 0, "Hillside": 90_000, "Riverside": 40_000, "Größe Au": 150_000}
+    ).to_numpy()
+    price = 60_000 + 150 * area + 900 * (year - 1920) + premium + rng.normal(0, 15_000, n)
+    table = pd.DataFrame({
+        "Lot Area": [f"{a:,.0f}" for a in area],  # "2,766"
+        "Year Built": year,
+        "Neighborhood": hood,
+        TARGET: (price / 100).round() * 100,
+    })
+    table.loc[[3, n // 6, n // 2], "Lot Area"] = ["?", "N/A", "-"]
+    table.loc[n // 7, "Year Built"] = np.nan
+    return table
+
+
+def clean_rows(table: pd.DataFrame, with_target: bool = False) -> dict[str, list]:
+    """The table's whole rows as a user would send them: numbers as numbers, names as written."""
+    rows = table.copy()
+    rows["Lot Area"] = pd.to_numeric(rows["Lot Area"].str.replace(",", ""), errors="coerce")
+    rows = rows.dropna()
+    columns = ["Lot Area", "Year Built", "Neighborhood"] + ([TARGET] if with_target else [])
+    return {c: rows[c].tolist() for c in columns}
+
+
+@pytest.fixture(scope="module")
+def house_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("houses") / "houses.csv"
+    houses().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def house_run(house_csv, tmp_path_factory):
+    """The default run on the messy CSV, exported and checkpointed."""
+    root = tmp_path_factory.mktemp("house-run")
+    return tfkit.train(str(house_csv), target=TARGET, export=str(root / "models"),
+                       logdir=str(root / "logs"), run_name="houses", verbose=0)
+
+
+# --- 2. scale: a default run learns dollars, and answers in dollars -----------------------------
+
+def test_default_run_beats_predicting_the_mean_by_half(house_run):
+    holdout = houses(200, seed=1)
+    scores = tfkit.evaluate(house_run, holdout)
+    y = holdout[TARGET].to_numpy()
+    mean_only = float(np.mean(np.abs(y - house_run.spec.target_scale[0])))
+    assert scores["mae"] <= 0.5 * mean_only, (scores, mean_only)
+    assert house_run.history["val_mae"][-1] <= 0.5 * mean_only
+
+
+def test_predictions_come_back_in_the_targets_units(house_run):
+    rows = clean_rows(houses(50, seed=2), with_target=True)
+    predicted = house_run.predict(rows).reshape(-1)
+    truth = np.array(rows[TARGET])
+    assert 1e5 < np.median(predicted) < 1e6
+    assert np.corrcoef(predicted, truth)[0, 1] > 0.9
+    assert np.mean(np.abs(predicted - truth)) < 0.2 * np.mean(np.abs(truth - truth.mean()))
+
+
+def test_served_model_answers_dollars_for_rows_keyed_by_the_original_names(house_run, tmp_path):
+    repository = os.path.dirname(house_run.export_path)
+    server = ServerProcess(["--models", os.path.dirname(repository), "--workers", "1"],
+                           tmp_path / "server.log")
+    try:
+        server.wait_ready("/v1/models/houses")
+        rows = clean_rows(houses(5, seed=3))
+        instances = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(),
+                                                                            strict=True)]
+        answer = requests.post(f"{server.url}/v1/models/houses:predict",
+                               json={"instances": instances}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        served = np.array(answer.json()["predictions"], dtype=np.float64).reshape(-1)
+        expected = house_run.predict(rows).reshape(-1)
+        np.testing.assert_allclose(served, expected, rtol=1e-5)
+        assert np.all((served > 5e4) & (served < 2e6))
+        metadata = requests.get(f"{server.url}/v1/models/houses/metadata", timeout=30).json()
+        inputs = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+        assert {"Lot Area", "Year Built", "Neighborhood"} <= set(inputs["inputs"])
+    finally:
+        server.stop()
+
+
+# --- 4. messy cells and the inferred task -------------------------------------------------------
+
+def test_junk_cells_keep_the_column_numeric_with_one_warning(capsys):
+    with pytest.warns(tfkit.DataWarning, match=r"'Lot Area'.*3 cells.*'\?'") as caught:
+        result = tfkit.train(houses(), target=TARGET, epochs=1, verbose=2, logdir=None,
+                             export=None)
+    assert len([w for w in caught if "'Lot Area'" in str(w.message)]) == 1
+    assert "Lot Area" in result.spec.numeric_columns
+    out = capsys.readouterr().out
+    assert re.search(r"task: regression .*task='multiclass'", out), out
+
+
+def test_column_types_turns_a_number_column_into_categories():
+    table = houses()
+    table["Year Built"] = table["Year Built"].fillna(1990)
+    result = tfkit.train(table, target=TARGET, epochs=1, column_types={"Year Built":
+                                                                       "categorical"}, **QUIET)
+    assert "Year Built" in result.spec.string_columns
+
+
+# --- 1. any Keras model, on every strategy ------------------------------------------------------
+
+class TwoLayers(keras.Model):
+    def __init__(self, units: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(units, activation="relu")
+        self.out = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def _sequential(built: bool) -> keras.Model:
+    layers = [keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)]
+    return keras.Sequential(([keras.Input((3,))] if built else []) + layers)
+
+
+def _functional() -> keras.Model:
+    x = keras.Input((3,))
+    return keras.Model(x, keras.layers.Dense(1)(keras.layers.Dense(8, activation="relu")(x)))
+
+
+def _subclassed(built: bool) -> keras.Model:
+    model = TwoLayers()
+    if built:
+        model(np.zeros((1, 3), np.float32))
+    return model
+
+
+def _compiled() -> keras.Model:
+    model = _sequential(built=True)
+    model.compile(loss="mae", metrics=["mse"])
+    return model
+
+
+MODEL_KINDS = {
+    "sequential": lambda: _sequential(True),
+    "sequential_unbuilt": lambda: _sequential(False),
+    "functional": _functional,
+    "subclassed": lambda: _subclassed(True),
+    "subclassed_unbuilt": lambda: _subclassed(False),
+    "compiled": _compiled,
+    "callable": lambda: (lambda spec: _functional()),
+}
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 3)).astype(np.float32)
+    return x, x @ np.array([1.0, 2.0, 3.0]) * 1e5 + 3e5
+
+
+@pytest.mark.parametrize("strategy", ["cpu", "auto", "mirrored", "cpu:2"])
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_any_keras_model_trains_on_every_strategy(kind, strategy, arrays):
+    given = MODEL_KINDS[kind]()
+    result = tfkit.train(arrays, model=given, epochs=4, strategy=strategy, **QUIET)
+    assert result.strategy.num_replicas_in_sync == (2 if strategy in ("mirrored", "cpu:2") else 1)
+    assert result.history["val_loss"][-1] < result.history["val_loss"][0]
+    predicted = result.predict(arrays[0][:4]).reshape(-1)
+    assert np.all(np.isfinite(predicted)) and np.all(predicted > 0)  # dollars, not std units
+    if isinstance(given, keras.Model):  # trained in place, as model.fit would
+        mean, std = result.spec.target_scale
+        mine = keras.ops.convert_to_numpy(given(arrays[0][:4])).reshape(-1)
+        np.testing.assert_allclose(mine * std + mean, predicted, rtol=1e-4)
+    if kind == "compiled":
+        assert set(result.history) == {"loss", "mse", "val_loss", "val_mse"}
+
+
+def test_cpu_n_after_tensorflow_started_says_what_to_do(arrays):
+    with pytest.raises(ValueError, match=r"cpu:3.*fresh process"):
+        tfkit.train(arrays, strategy="cpu:3", epochs=1, **QUIET)
+
+
+@pytest.mark.parametrize("loss", ["huber", keras.losses.Huber()])
+@pytest.mark.parametrize("metrics", [["mae", "mse"], [keras.metrics.RootMeanSquaredError()]])
+def test_loss_and_metrics_take_keras_names_and_objects(loss, metrics, arrays):
+    result = tfkit.train(arrays, loss=loss, metrics=metrics, epochs=3, **QUIET)
+    names = [m if isinstance(m, str) else m.name for m in metrics]
+    assert set(result.history) == {"loss", "val_loss", *names, *(f"val_{n}" for n in names)}
+    assert result.history["val_loss"][-1] < result.history["val_loss"][0]
+
+
+def test_a_table_model_takes_named_columns(arrays):
+    table = houses()
+    columns = {name: keras.Input(shape=(1,), name=name) for name in ("Lot Area", "Year Built")}
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()(
+        [keras.layers.Normalization(mean=2000, variance=1e6)(columns["Lot Area"]),
+         keras.layers.Normalization(mean=1970, variance=900)(columns["Year Built"])]))
+    own = keras.Model(columns, keras.layers.Dense(1)(hidden))
+    result = tfkit.train(table.drop(columns=["Neighborhood"]), target=TARGET, model=own,
+                         epochs=5, **QUIET)
+    assert result.history["val_mae"][-1] < result.history["val_mae"][0]
+
+
+def test_a_one_input_model_gets_the_number_columns_stacked():
+    table = houses().drop(columns=["Neighborhood"])
+    own = keras.Sequential([keras.Input((2,)), keras.layers.Normalization(mean=[2000, 1970],
+                                                                          variance=[1e6, 900]),
+                            keras.layers.Dense(1)])
+    result = tfkit.train(table, target=TARGET, model=own, epochs=2, **QUIET)
+    assert result.predict(clean_rows(houses(4, seed=5)) | {"Neighborhood": ["x"] * 4}).shape[0]
+    with pytest.raises(ValueError, match=r"text column\(s\) 'Neighborhood'"):
+        tfkit.train(houses(), target=TARGET, model=keras.Sequential(
+            [keras.Input((2,)), keras.layers.Dense(1)]), epochs=1, **QUIET)
+
+
+# --- 5. nothing lost ----------------------------------------------------------------------------
+
+def test_an_unwritable_export_folder_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match=re.escape(f"export='{blocker}/models'")):
+        tfkit.train(houses(), target=TARGET, export=str(blocker / "models"), logdir=None,
+                    verbose=2)
+    assert "epoch 1/" not in capsys.readouterr().out
+
+
+def test_a_finished_run_is_exported_later_without_training_again(house_csv, tmp_path, capsys):
+    options = {"target": TARGET, "epochs": 3, "logdir": str(tmp_path / "logs"),
+               "run_name": "later", "verbose": 2}
+    first = tfkit.train(str(house_csv), export=None, **options)
+    capsys.readouterr()
+    again = tfkit.train(str(house_csv), export=str(tmp_path / "models"), **options)
+    out = capsys.readouterr().out
+    assert "epoch 1/" not in out and "already finished" in out
+    assert again.export_path == str(tmp_path / "models" / "houses" / "1")
+    rows = clean_rows(houses(4, seed=6))
+    np.testing.assert_allclose(again.predict(rows), first.predict(rows), rtol=1e-6)
+    path = tfkit.export(first, str(tmp_path / "repo"))
+    assert os.path.exists(os.path.join(path, "saved_model.pb"))
+
+
+# --- 6. validation data, evaluation and weights -------------------------------------------------
+
+def test_validation_data_and_evaluate_take_the_same_kinds(house_csv, tmp_path, house_run):
+    holdout = houses(100, seed=4)
+    holdout_csv = tmp_path / "holdout.csv"
+    holdout.to_csv(holdout_csv, index=False)
+    result = tfkit.train(str(house_csv), target=TARGET, validation_data=str(holdout_csv),
+                         epochs=2, **QUIET)
+    assert result.spec.n_val == len(holdout.dropna()) - 3  # the three junk 'Lot Area' cells
+    by_result = tfkit.evaluate(house_run, holdout)
+    by_export = tfkit.evaluate(house_run.export_path, holdout, target=TARGET)
+    assert by_result["mae"] == pytest.approx(by_export["mae"], rel=1e-4)
+    with pytest.raises(ValueError, match="Neighborhood"):
+        tfkit.train(str(house_csv), target=TARGET, validation_data=holdout.drop(
+            columns=["Neighborhood"]), epochs=1, **QUIET)
+
+
+def test_class_weight_and_a_sample_weight_column_change_what_is_learned():
+    table = houses()
+    table["expensive"] = np.where(table[TARGET] > table[TARGET].quantile(0.8), "yes", "no")
+    table = table.drop(columns=[TARGET])
+    plain = tfkit.train(table, target="expensive", epochs=3, **QUIET)
+    weighted = tfkit.train(table, target="expensive", epochs=3, class_weight={"yes": 4.0},
+                           **QUIET)
+    rows = clean_rows(houses(40, seed=7))
+    assert weighted.predict(rows).mean() > plain.predict(rows).mean()
+    table["w"] = np.where(table["expensive"] == "yes", 4.0, 1.0)
+    by_column = tfkit.train(table, target="expensive", epochs=3, sample_weight="w", **QUIET)
+    assert "w" not in by_column.spec.columns
+    np.testing.assert_allclose(by_column.predict(rows), weighted.predict(rows), rtol=1e-5)
+
+
+# --- 9, 10. the CLI and the README as a user runs them ------------------------------------------
+
+def test_cli_trains_on_a_messy_csv_with_every_new_flag(house_csv, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "tfkit.cli", "train", "--data", str(house_csv), "--target", TARGET,
+         "--column-types", '{"Year Built": "numeric"}', "--model-kwargs", '{"hidden": [16]}',
+         "--loss", "huber", "--metrics", "mae,mse", "--epochs", "2", "--export", "none",
+         "--logdir", "none"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=CLI_SECONDS,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout[done.stdout.index("\n{\n") + 1:])
+    assert set(report["final"]) == {"loss", "mae", "mse", "val_loss", "val_mae", "val_mse"}
+    assert "epoch 2/2" in done.stdout
+
+
+def _readme_section(title: str) -> str:
+    text = (REPO_ROOT / "README.md").read_text()
+    start = text.index(f"## {title}\n")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_readme_own_data_runs_as_written(tmp_path):
+    section = _readme_section("Your own data")
+    script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "houses.py").write_text(script)
+    done = subprocess.run([sys.executable, "houses.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=CLI_SECONDS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "task: regression" in done.stdout and "epoch 30/30" in done.stdout
+    predicted = float(re.findall(r"\[\[?([0-9.e+]+)\]?\]", done.stdout)[-1])
+    assert 2e5 < predicted < 7e5  # 2,100 sq ft from 1995 on the hill: dollars
+    shell = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    request = shell.split("&\n", 1)[1].replace("\\\n", " ")
+    assert "tfkit serve --models models --port 8501 &" in shell
+    server = ServerProcess(["--models", str(tmp_path / "models"), "--workers", "1"],
+                           tmp_path / "server.log")
+    try:
+        server.wait_ready("/v1/models/houses")
+        request = request.replace("localhost:8501", f"127.0.0.1:{server.port}")
+        if shutil.which("curl"):
+            answer = subprocess.run(request, shell=True, capture_output=True, text=True,
+                                    timeout=60).stdout
+        else:  # the same request without curl
+            body = re.search(r"-d '(.*)'", request).group(1)
+            answer = requests.post(f"{server.url}/v1/models/houses:predict", data=body,
+                                   timeout=60).text
+        served = json.loads(answer)["predictions"][0]
+        assert served == pytest.approx(predicted, rel=1e-4)
+    finally:
+        server.stop()
