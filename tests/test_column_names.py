@@ -54,8 +54,10 @@ def _instances(rows) -> list[dict]:
             for row in rows[COLUMNS].to_dict(orient="records")]
 
 
-def test_export_keeps_the_columns_as_written(trained):
+def test_trains_on_columns_named_as_written(trained):
     result, models = trained
+    assert list(result.model.input) == COLUMNS
+    assert result.history["loss"][-1] < result.history["loss"][0]
     assert result.export_path == str(models / NAME / "1")
 
 
