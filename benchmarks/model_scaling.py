@@ -56,7 +56,7 @@ def measure(builder: str, sizes: dict) -> dict:
                          validation_split=0.0)
     model = result.model
     flops = models.flops_per_example(model, sequence_length=window)
-    speed = result.history["samples_per_second"][-1]
+    speed = result.stats["samples_per_second"][-1]
     memory = tfkit.estimate_memory(model, BATCH, "adam", sequence_length=window)
     return {"builder": builder, "sizes": sizes, "parameters": model.count_params(),
             "forward_flops": flops, "memory_mb": memory.total / 2**20,

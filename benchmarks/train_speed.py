@@ -184,7 +184,7 @@ def tfkit_runner(**extra: Any) -> Callable:
         finally:
             shutil.rmtree(logdir, ignore_errors=True)
         history = result.history
-        return Run(history["loss"][-1], result.model, history["samples_per_second"][-1])
+        return Run(history["loss"][-1], result.model, result.stats["samples_per_second"][-1])
 
     return run
 

@@ -319,7 +319,7 @@ class _Run:
         if self.already_finished:
             console.say(f"run {self.name!r} already finished ({self.state['step']} steps); raise "
                         "epochs or pass resume=False to train again", self.config.verbose)
-            return self.state["history"]
+            return loop.Position.from_state(self.state).history
         if self.config.lr_schedule == "cosine":
             self.schedule = CosineDecay(self.steps.optimizer, self.config.learning_rate,
                                         self.config.epochs)
@@ -337,11 +337,7 @@ class _Run:
                           synchronized=self.workers > 1)
         restores = 0
         while True:
-            position = loop.Position(
-                step=self.state["step"], history=self.state.get("history", {}),
-                epoch_totals=self.state.get("epoch_totals", {}),
-                last_loss=self.state.get("last_loss"), stats=self.state.get("stats", {}),
-            )
+            position = loop.Position.from_state(self.state)
             try:
                 with StopRequests() as stop:
                     history = loop.run(

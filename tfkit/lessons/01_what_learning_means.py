@@ -17,10 +17,11 @@ Run:  tfkit tutorial 1 [--fast]
 """
 
 import argparse
+import importlib
 import os
 import shutil
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+importlib.import_module("tfkit")  # first, so TensorFlow starts without its start-up lines
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -27,11 +27,12 @@ Run:  tfkit tutorial 2 [--fast]
 """
 
 import argparse
+import importlib
 import os
 import shutil
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+importlib.import_module("tfkit")  # first, so TensorFlow starts without its start-up lines
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -18,6 +18,7 @@ Run:  tfkit tutorial 4 [--fast]
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+importlib.import_module("tfkit")  # first, so TensorFlow starts without its start-up lines
 
 import tensorflow as tf  # noqa: E402
 
@@ -66,7 +67,7 @@ def penguins_run(logdir: str, strategy: str, epochs: int) -> dict:
         verbose=False, histogram_every_steps=0,
     )
     return {"replicas": result.strategy.num_replicas_in_sync, "loss": result.history["loss"],
-            "samples_per_second": result.history["samples_per_second"][-1]}
+            "samples_per_second": result.stats["samples_per_second"][-1]}
 
 
 def measure_memory(width: int, layers: int) -> dict:
@@ -197,7 +198,7 @@ def achieved_flops(logdir: str, data, model: str, kwargs: dict, window) -> float
                          batch_size=32, seed=SEED, strategy="cpu", validation_split=0.0,
                          logdir=logdir, run_name=f"flops_{model}", resume=False, export=None,
                          verbose=False, histogram_every_steps=0)
-    speed = result.history["samples_per_second"][-1]
+    speed = result.stats["samples_per_second"][-1]
     rate = speed * 3 * tfkit.models.flops_per_example(result.model, sequence_length=window)
     print(f"  {model} {kwargs}: {speed:,.0f} samples/s × 3 × forward FLOPs = "
           f"{rate / 1e9:.1f} GFLOP/s")

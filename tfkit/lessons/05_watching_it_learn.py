@@ -25,11 +25,12 @@ Run:  tfkit tutorial 5 [--fast]
 import argparse
 import collections
 import glob
+import importlib
 import os
 import shutil
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+importlib.import_module("tfkit")  # first, so TensorFlow starts without its start-up lines
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

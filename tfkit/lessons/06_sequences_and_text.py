@@ -20,12 +20,13 @@ Run:  tfkit tutorial 6 [--fast]
 """
 
 import argparse
+import importlib
 import math
 import os
 import shutil
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+importlib.import_module("tfkit")  # first, so TensorFlow starts without its start-up lines
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

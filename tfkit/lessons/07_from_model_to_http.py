@@ -18,6 +18,7 @@ Run:  tfkit tutorial 7 [--fast]
 """
 
 import argparse
+import importlib
 import json
 import os
 import shlex
@@ -27,7 +28,7 @@ import sys
 import time
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+importlib.import_module("tfkit")  # first, so TensorFlow starts without its start-up lines
 
 import requests  # noqa: E402
 import tensorflow as tf  # noqa: E402  (only to quiet its logger)
