@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from types import TracebackType
 
 import keras
+
+_log = logging.getLogger("tfkit")
 
 
 def verbosity(verbose: int | None) -> int:
@@ -32,12 +35,17 @@ def on_terminal() -> bool:
 def say(line: str, verbose: int | None = None) -> None:
     """Print one line to stdout unless `verbose` is 0; flushed, so pipes see it at once.
 
+    At verbose 0 the line goes to the `tfkit` logger at INFO instead, for those
+    who configured logging.
+
     Example:
         >>> say("task: binary (2 classes)", verbose=2)
         task: binary (2 classes)
     """
     if verbosity(verbose):
         print(line, flush=True)
+    else:
+        _log.info(line)
 
 
 class ProgressBar:
