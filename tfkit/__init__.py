@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import Any
@@ -41,7 +42,9 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name not in _PUBLIC:
-        raise AttributeError(f"module 'tfkit' has no attribute {name!r}")
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'tfkit' has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule: tfkit.data
     module_name, attribute = _PUBLIC[name]
     module = importlib.import_module(module_name)
     value = module if attribute is None else getattr(module, attribute)

@@ -75,6 +75,11 @@ class DataSpec:
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
+    def notes(self) -> tuple[str, ...]:
+        """The report's lines that were not already shown as a `DataWarning`."""
+        return tuple(line for line in self.report if not isinstance(line, _Warned))
+
+    @property
     def columns(self) -> tuple[str, ...]:
         return self.numeric_columns + self.string_columns
 
@@ -876,8 +881,12 @@ def _in_memory(spec, train_x, train_y, val_x, val_y, train_w=None) -> PreparedDa
 # ---- messages ---------------------------------------------------------------------------
 
 
+class _Warned(str):
+    """A report line that was also issued as a `DataWarning` (so it is shown once)."""
+
+
 def _warn(line: str, report: list[str]) -> None:
-    report.append(line)
+    report.append(_Warned(line))
     # Point the warning at the user's line that called tfkit, not at this module.
     frame, level = inspect.currentframe(), 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):

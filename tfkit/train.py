@@ -12,6 +12,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # no public off switch
 
@@ -57,12 +58,68 @@ class TrainResult:
     stats: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     def predict(self, features: Any, batch_size: int = 1024) -> np.ndarray:
-        """The model's outputs for raw features: an array, or a DataFrame/dict of columns.
+        """The model's outputs for raw features, one row of outputs per input row.
+
+        A table's cells are read as the training table's were (`'2,100'` is a
+        number, `'?'` a missing cell). A row with a missing cell is filled as
+        training filled it when the run used `missing="impute"`; under
+        `missing="drop"` the model never learned such rows, so they are refused
+        rather than answered with NaN.
+
+        Args:
+            features: for a table, a DataFrame or a dict of column values
+                (extra columns, such as the target, are ignored); otherwise an
+                array of examples.
+            batch_size: rows per model call.
+
+        Returns:
+            An array with one row per input row: probabilities for a
+            classifier, values in the target's units for a regressor.
+
+        Raises:
+            ValueError: a column the model needs is lacking, or (with
+                `missing="drop"`) rows have missing cells; the message names
+                the rows and columns.
 
         Example:
-            >>> result.predict(tfkit.datasets.load("penguins").head(3))  # doctest: +SKIP
+            >>> result.predict(tfkit.datasets.load("penguins").dropna().head(3))  # doctest: +SKIP
         """
-        inputs = data_lib.model_inputs(features, self.spec)
+        spec = self.spec
+        if spec.kind != "table":
+            inputs = data_lib.model_inputs(features, spec)
+        else:
+            lacking = [c for c in spec.columns if c not in features]
+            if lacking:
+                raise ValueError(f"features lack the column(s) {', '.join(map(repr, lacking))}; "
+                                 f"the model takes: {', '.join(spec.columns)}")
+            table = pd.DataFrame(
+                {c: np.asarray(features[c]).reshape(-1) for c in spec.columns},
+                index=features.index if isinstance(features, pd.DataFrame) else None,
+            )
+            # prepare_like reads labelled rows; any valid label does, as only features are used.
+            table[spec.target] = spec.class_names[0] if spec.class_names else 0.0
+            if self.config.missing == "impute":
+                inputs, _ = data_lib.prepare_like(table, spec, missing="impute")
+            else:
+                # Read with an infinite fill, which no read cell holds, to find the gaps.
+                probe = dataclasses.replace(spec, sample={
+                    c: np.full((1, 1), np.inf) for c in spec.numeric_columns})
+                inputs, _ = data_lib.prepare_like(table, probe, missing="impute")
+                gaps = pd.DataFrame(
+                    {c: ~np.isfinite(inputs[c].reshape(-1)) for c in spec.numeric_columns}
+                    | {c: table[c].isna().to_numpy() for c in spec.string_columns},
+                    index=table.index,
+                )[list(spec.columns)]
+                if gaps.to_numpy().any():
+                    rows = gaps[gaps.any(axis=1)]
+                    named = "; ".join(f"row {label!r}: {', '.join(gaps.columns[row.to_numpy()])}"
+                                      for label, row in list(rows.iterrows())[:5])
+                    more = f" (and {len(rows) - 5} more rows)" if len(rows) > 5 else ""
+                    raise ValueError(
+                        f"{len(rows)} of {len(table)} rows have missing cells, which this run "
+                        f"dropped from its training data (missing='drop'): {named}{more}; fill "
+                        "them, leave those rows out, or train with missing='impute'"
+                    )
         batches = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
         return np.concatenate([self.model(b, training=False).numpy() for b in batches])
 
@@ -115,7 +172,7 @@ def _train(config: TrainConfig, strategy, callbacks) -> TrainResult:
         validation_data=config.validation_data, sample_weight=config.sample_weight,
         class_weight=config.class_weight,
     )
-    for line in prepared.spec.report:
+    for line in prepared.spec.notes:  # the DataWarnings have shown themselves
         console.say(line, config.verbose)
     run = _Run.build(config, strategy, prepared)
     try:
