@@ -1,5 +1,6 @@
 """Watch it learn: a real TensorBoard reads back what a run wrote."""
 
+import logging
 import os
 import shutil
 import socket
@@ -7,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import keras
+import numpy as np
 import pytest
 import requests
 
@@ -21,13 +24,59 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class WeightsAroundCalls(keras.callbacks.Callback):
+    """The weights before and after each training call, by global step (an inspection is a
+    call of one step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[int, tuple[int, dict, dict]] = {}  # step after: (step before, w, w')
+        self._epoch, self._before = 0, None
+
+    def _weights(self) -> dict[str, np.ndarray]:
+        return {v.path: np.array(v.numpy()) for v in self.model.trainable_variables}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._before = (batch, self._weights())
+
+    def on_train_batch_end(self, batch, logs=None):
+        spe = self.params["steps"]
+        first, before = self._before
+        self.calls[self._epoch * spe + batch + 1] = (self._epoch * spe + first, before,
+                                                      self._weights())
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def run_logdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tb")
-    result = tfkit.train(
-        "penguins", epochs=6, batch_size=16, log_every_steps=4, histogram_every_steps=10,
-        logdir=str(root), run_name="penguins-run", export=None, verbose=False,
-    )
+    weights, records = WeightsAroundCalls(), Records()
+    logger = logging.getLogger("tfkit")
+    level = logger.level
+    logger.addHandler(records)
+    logger.setLevel(logging.INFO)
+    try:
+        result = tfkit.train(
+            "penguins", epochs=6, batch_size=16, log_every_steps=4, histogram_every_steps=10,
+            logdir=str(root), run_name="penguins-run", export=None, verbose=False,
+            callbacks=[weights],
+        )
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
+    result.weights_around_calls = weights.calls
+    result.log_messages = records.messages
     return root, result
 
 
@@ -93,12 +142,31 @@ def test_train_loss_curve_falls(tensorboard):
     assert steps == sorted(steps)
 
 
-def test_update_ratios_are_sane(tensorboard):
-    tags = _get(tensorboard, "/data/plugin/scalars/tags")["penguins-run/train"]
-    tag = next(t for t in tags if t.startswith("update_ratio/") and "dense_0" in t)
-    points = _get(tensorboard, "/data/plugin/scalars/scalars", run="penguins-run/train", tag=tag)
-    # Adam at lr 1e-3 moves weights by about 1e-3 of their size per step.
-    assert all(1e-5 < value < 1e-1 for _, _, value in points)
+def test_update_ratio_is_how_far_one_step_moved_each_layer(tensorboard, run_logdir):
+    """Each logged update_ratio/<layer> is ||w_after - w_before|| / ||w_before|| over the
+    layer's weights, for the one step it was logged at (weights read around that call)."""
+    calls = run_logdir[1].weights_around_calls
+    tags = [t for t in _get(tensorboard, "/data/plugin/scalars/tags")["penguins-run/train"]
+            if t.startswith("update_ratio/")]
+    layers = {t.split("/", 1)[1] for t in tags}
+    assert any("dense_0" in layer for layer in layers), sorted(layers)
+    checked = 0
+    for tag in tags:
+        layer = tag.split("/", 1)[1]
+        points = _get(tensorboard, "/data/plugin/scalars/scalars", run="penguins-run/train",
+                      tag=tag)
+        assert len(points) >= 2, points  # at least once an epoch
+        for _, step, logged in points:
+            first, before, after = calls[step]
+            assert first == step - 1  # an inspection is a call of exactly one step
+            names = [n for n in before if n.rsplit("/", 1)[0] == layer]
+            assert names, f"no weights of {layer} in {sorted(before)}"
+            moved = sum(np.sum((after[n] - before[n]) ** 2) for n in names)
+            size = sum(np.sum(before[n] ** 2) for n in names)
+            assert logged == pytest.approx(np.sqrt(moved / size), rel=1e-3)
+            assert logged > 0
+            checked += 1
+    assert checked >= 2 * len(layers)
 
 
 def test_weight_and_gradient_histograms(tensorboard):
@@ -119,11 +187,27 @@ def test_hparams_graphs_and_text_plugins_have_data(tensorboard):
 
 def test_memory_estimate_is_logged_and_sized(run_logdir):
     _, result = run_logdir
-    estimate = tfkit.estimate_memory(result.model, 16, "adam")
-    params = result.model.count_params() * 4
-    assert estimate.parameters == params
-    assert estimate.optimizer_state == 2 * estimate.gradients
-    assert estimate.activations > 0
+    model = result.model
+    replicas = result.strategy.num_replicas_in_sync
+    estimate = tfkit.estimate_memory(model, 16 // replicas, "adam")
+    logged = [m for m in result.log_messages if m.startswith("memory estimate")]
+    assert logged == [estimate.describe()], result.log_messages
+    assert f"memory estimate at batch {16 // replicas}:" in logged[0]
+    # Sized from the model itself: 4 bytes a float32 weight, Adam's two slots per weight.
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables) * 4
+    assert estimate.parameters == model.count_params() * 4
+    assert estimate.gradients == trainable
+    assert estimate.optimizer_state == 2 * trainable
+    assert estimate.workspace == 2 * max(int(np.prod(v.shape)) * 4 for v in model.weights)
+    # Activations: at least each Dense layer's outputs, and in proportion to the batch.
+    dense_floats = sum(layer.units for layer in model.layers
+                       if isinstance(layer, keras.layers.Dense))
+    one = tfkit.estimate_memory(model, 1, "adam")
+    assert one.activations >= 4 * dense_floats
+    assert estimate.activations == (16 // replicas) * one.activations
+    assert estimate.total == (estimate.parameters + estimate.gradients
+                              + estimate.optimizer_state + estimate.workspace
+                              + estimate.activations)
 
 
 def test_profile_on_request_writes_a_trace(tmp_path):
@@ -143,6 +227,10 @@ def test_only_the_chief_writes(tmp_path):
 
 
 def test_out_of_memory_names_the_part_and_a_batch_that_fits(monkeypatch):
+    """The device's memory is made small and the step's allocation failure faked (a real one
+    would take the machine's memory); the advice is then checked against fresh estimates."""
+    import re
+
     import tensorflow as tf
 
     from tfkit import steps as steps_lib
@@ -152,17 +240,24 @@ def test_out_of_memory_names_the_part_and_a_batch_that_fits(monkeypatch):
 
     monkeypatch.setattr(steps_lib.Steps, "_train_many", exhausted)
     spec = tfkit.data.prepare("penguins").spec
-    estimate = tfkit.estimate_memory(tfkit.models.build("mlp", spec, hidden=(128,)), 64)
-    per_example = estimate.activations // 64
-    budget = estimate.fixed + 20 * per_example  # room for 20 examples' activations
+    model = tfkit.models.build("mlp", spec, hidden=(128,))
+    at_64 = tfkit.estimate_memory(model, 64)
+    budget = (at_64.fixed + at_64.total) // 2  # somewhere between no batch and batch 64
     monkeypatch.setattr("tfkit.memory.device_memory_limit", lambda: budget)
     with pytest.raises(tfkit.OutOfMemoryError) as info:
-        tfkit.train("penguins", epochs=1, batch_size=64, histogram_every_steps=0,
-                    model_kwargs={"hidden": (128,)}, logdir=None, export=None, verbose=False)
+        tfkit.train("penguins", epochs=1, batch_size=64, strategy="cpu",
+                    histogram_every_steps=0, model_kwargs={"hidden": (128,)}, logdir=None,
+                    export=None, verbose=False)
     message = str(info.value)
     assert "OOM when allocating tensor" in message
-    assert "The largest part is" in message
-    assert "Try batch_size=20 or smaller: it would fit" in message
+    parts = {"parameters": at_64.parameters, "gradients": at_64.gradients,
+             "optimizer state": at_64.optimizer_state, "activations": at_64.activations}
+    assert f"The largest part is {max(parts, key=parts.get)};" in message
+    fits = int(re.search(r"Try batch_size=(\d+) or smaller", message).group(1))
+    assert 0 < fits < 64
+    # The largest batch whose estimate fits the device: the next one up does not.
+    assert tfkit.estimate_memory(model, fits).total <= budget
+    assert tfkit.estimate_memory(model, fits + 1).total > budget
 
 
 def _events(folder):
