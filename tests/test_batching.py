@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import requests as http
 
 from serving.batching import (
     Batcher,
@@ -69,16 +70,21 @@ def _run_behind_first(batcher, model, requests, owner=None):
 
 
 def _queued(batcher, owner) -> int:
-    queue = batcher._queues[owner][("sig",)]
-    return len(queue._pending)
+    queue = batcher._queues.get(owner, {}).get(("sig",))
+    return 0 if queue is None else len(queue._pending)  # batching off: no queue at all
 
 
 def test_lone_request_runs_at_once_even_with_a_timeout():
-    batcher = Batcher(BatchingParameters(batch_timeout_micros=2_000_000))
-    start = time.perf_counter()
-    out = batcher.run(Owner(), "m", ("sig",), {"x": _rows(1)}, lambda f: [f["x"] * 2])
-    assert time.perf_counter() - start < 1.0  # not the 2 s timeout
-    np.testing.assert_array_equal(out[0], _rows(1) * 2)
+    # A timeout far beyond the wait below: a lone request that waited for it would fail.
+    batcher = Batcher(BatchingParameters(batch_timeout_micros=600_000_000))
+    out = []
+    # A daemon thread: if it did wait, the test fails after WAIT and leaves it behind.
+    lone = threading.Thread(daemon=True, target=lambda: out.append(
+        batcher.run(Owner(), "m", ("sig",), {"x": _rows(1)}, lambda f: [f["x"] * 2])))
+    lone.start()
+    lone.join(WAIT)
+    assert out, f"a lone request still waits after {WAIT} s"
+    np.testing.assert_array_equal(out[0][0], _rows(1) * 2)
 
 
 def test_queued_requests_merge_into_one_run_and_split_back():
@@ -152,14 +158,17 @@ def test_batches_are_padded_to_an_allowed_size():
     assert 'padding_size_sum{model_name="m"} 1' in batcher.metrics.render()
 
 
-def test_disabled_batching_never_merges():
-    batcher = Batcher(BatchingParameters(enabled=False))
+@pytest.mark.parametrize(("enabled", "later_calls"), [(True, [8]), (False, [1] * 8)])
+def test_disabled_batching_never_merges(enabled, later_calls):
+    """Eight requests for one model version arrive while it runs: enabled, they wait and
+    run as one batch; disabled, each runs alone, without waiting for the one running."""
+    batcher = Batcher(BatchingParameters(enabled=enabled, num_batch_threads=1))
     model = GatedModel()
-    model.release.set()
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: batcher.run(Owner(), "m", ("s",), {"x": _rows(i)}, model),
-                      range(8)))
-    assert model.calls == [1] * 8
+    requests = [_rows(i) for i in range(8)]
+    results = _run_behind_first(batcher, model, requests)
+    assert model.calls == [1, *later_calls]
+    for x, out in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(out[0], x * 2)
 
 
 def test_timeout_waits_for_requests_still_being_parsed():
@@ -264,6 +273,34 @@ def test_32_concurrent_clients_get_the_answers_they_get_alone(app, monkeypatch):
             # a float32 can differ. Another request's row would differ in the first digit.
             np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
     assert _merged_runs(app) > before  # rows really were merged
+
+
+@pytest.fixture(scope="module")
+def mpg_server(model_config_file, start_server):
+    """The app's models behind a real server process (one worker, so one batcher)."""
+    return start_server(["--model_config_file", str(model_config_file),
+                         "--file_system_poll_wait_seconds", "0", "--workers", "1"],
+                        "/v1/models/mpg")
+
+
+def test_concurrent_clients_of_a_server_process_get_the_models_answers(mpg_server, regressor):
+    """Over HTTP, 16 clients at once: each gets the model's own outputs for its rows."""
+    rng = np.random.default_rng(1)
+    rows = [rng.normal(size=(1 + i % 3, 4)).astype(np.float32) for i in range(16)]
+    barrier = threading.Barrier(len(rows))
+
+    def client_thread(i):
+        barrier.wait(WAIT)
+        url = f"{mpg_server.url}/v1/models/mpg:predict"
+        response = http.post(url, json={"instances": rows[i].tolist()}, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"]
+
+    with concurrent.futures.ThreadPoolExecutor(len(rows)) as pool:
+        answers = list(pool.map(client_thread, range(len(rows))))
+    for x, got in zip(rows, answers, strict=True):
+        # One number per row: the regressor's single output, as TF Serving answers it.
+        np.testing.assert_allclose(got, regressor(x).numpy()[:, 0], rtol=2e-6, atol=1e-6)
 
 
 def _merged_runs(app) -> int:
