@@ -51,20 +51,44 @@ def test_cpu_split_beyond_started_devices_is_refused():
         distribute.resolve("cpu:8")
 
 
+def _machine_picks() -> str:
+    """What 'auto' should pick on this machine, from the devices TensorFlow sees (no
+    TF_CONFIG, no TPU: the tests unset the one and this machine has neither)."""
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return "mirrored" if gpus > 1 else "gpu" if gpus == 1 else "cpu"
+
+
 def test_unknown_strategy_and_missing_hardware(monkeypatch):
     with pytest.raises(ValueError, match="strategy must be one of"):
         distribute.resolve("quantum")
-    if not tf.config.list_physical_devices("GPU"):
-        with pytest.raises(ValueError, match="needs a GPU"):
-            distribute.resolve("gpu")
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
         distribute.resolve("multi_worker")
 
 
-def test_single_process_is_chief():
+def test_gpu_strategy_follows_the_machine():
+    """With a GPU, 'gpu' is one device on it; without one (as on CI), it is refused."""
+    if tf.config.list_physical_devices("GPU"):
+        strategy = distribute.resolve("gpu")
+        assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+        assert strategy.extended.worker_devices[0].upper().endswith("GPU:0")
+    else:
+        with pytest.raises(ValueError, match="needs a GPU, and none is visible"):
+            distribute.resolve("gpu")
+
+
+def test_single_process_is_chief_and_auto_picks_by_the_machine(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    if distribute.tpu_present():
+        pytest.skip("a TPU is attached to this machine (/dev/accel0): 'auto' picks it")
     assert distribute.is_chief(distribute.resolve("cpu"))
-    assert distribute.describe()["auto_picks"] in ("cpu", "gpu", "mirrored", "tpu")
+    expected = _machine_picks()
+    assert distribute.describe()["auto_picks"] == expected
+    strategy = distribute.resolve("auto")
+    if expected == "cpu":
+        assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+        assert strategy.extended.worker_devices[0].upper().endswith("CPU:0")
 
 
 def test_tpu_is_resolved_through_the_cluster_resolver(monkeypatch):

@@ -21,8 +21,9 @@ SENT = 40
 WAIT = 10  # seconds; well above the one-second snapshot interval
 
 
-def _ok_count(state) -> int:
-    return sum(n for model, status, (n,) in state.get(REQUEST_COUNT, []) if status == "OK")
+def _ok_count(state, only: str | None = None) -> int:
+    return sum(n for model, status, (n,) in state.get(REQUEST_COUNT, [])
+               if status == "OK" and only in (None, model))
 
 
 def test_snapshot_written_and_read_back(tmp_path):
@@ -124,12 +125,13 @@ def _scrape_until(server, names: list[str], want: float) -> dict[str, float | No
         time.sleep(0.2)
 
 
-def _worker_counts(folder: pathlib.Path) -> dict[int, int]:
-    return {int(p.stem): _ok_count(json.loads(p.read_text())) for p in folder.glob("*.json")}
+def _worker_counts(folder: pathlib.Path, only: str | None = None) -> dict[int, int]:
+    """Each worker's OK requests (for model ``only``), from its snapshot file."""
+    return {int(p.stem): _ok_count(json.loads(p.read_text()), only) for p in folder.glob("*.json")}
 
 
-@pytest.fixture(scope="module")
-def workers_server(tmp_path_factory, start_server):
+def _start_two_workers(tmp_path_factory, start_server):
+    """`tfkit serve --workers 2`, once both workers wrote a snapshot; (server, metrics dir)."""
     repo = tmp_path_factory.mktemp("workers-models")
     for name in ("ready", "half"):  # readiness polls go to "ready", so "half" counts only ours
         shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu", repo / name)
@@ -146,6 +148,21 @@ def workers_server(tmp_path_factory, start_server):
     return server, folder
 
 
+@pytest.fixture(scope="module")
+def workers_server(tmp_path_factory, start_server):
+    return _start_two_workers(tmp_path_factory, start_server)
+
+
+def _counted(folder: pathlib.Path, total: int) -> dict[int, int]:
+    """The workers' request counts, once their snapshots add up to ``total`` (or WAIT passed)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        counts = _worker_counts(folder, only="half")
+        if sum(counts.values()) >= total or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.2)
+
+
 def test_two_workers_scrape_shows_every_workers_requests(workers_server):
     server, folder = workers_server
 
@@ -156,31 +173,41 @@ def test_two_workers_scrape_shows_every_workers_requests(workers_server):
         assert response.status_code == 200, response.text
         return response.json()["predictions"][0]
 
+    # Rounds of requests on new connections until each worker has answered some: only then
+    # does a scrape (answered by one of them) have the other's numbers to add.
+    sent, counts = 0, {}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        assert list(pool.map(predict, range(SENT))) == [i / 2 + 2 for i in range(SENT)]
+        for _ in range(25):
+            batch = range(sent, sent + SENT)
+            assert list(pool.map(predict, batch)) == [i / 2 + 2 for i in batch]
+            sent += SENT
+            counts = _counted(folder, sent)
+            if len(counts) == 2 and min(counts.values()) > 0:
+                break
+    assert sum(counts.values()) == sent
+    assert len(counts) == 2 and min(counts.values()) > 0, f"requests per worker: {counts}"
 
     batching = ":tensorflow:serving:batching_session:"
     names = [f'{REQUEST_COUNT}{{model_name="half",status="OK"}}',
              f'{batching}wrapped_run_count{{model_name="half"}}',
              f'{batching}queuing_latency_count{{model_name="half"}}',
              f'{batching}input_batch_size_sum{{model_name="half"}}']  # one row per request
-    assert _scrape_until(server, names, SENT) == dict.fromkeys(names, SENT)
+    # Several scrapes over new connections: whichever worker answers, the totals are both's.
+    for _ in range(4):
+        assert _scrape_until(server, names, sent) == dict.fromkeys(names, sent)
 
     # A worker that served requests exits (gunicorn starts another): its numbers stay.
-    deadline = time.monotonic() + WAIT
-    while sum(_worker_counts(folder).values()) < SENT and time.monotonic() < deadline:
-        time.sleep(0.2)
-    busy = max(_worker_counts(folder).items(), key=lambda item: item[1])[0]
+    busy = max(counts.items(), key=lambda item: item[1])[0]
     os.kill(busy, signal.SIGTERM)
     deadline = time.monotonic() + WAIT
     while pathlib.Path(f"/proc/{busy}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)  # gone once the master has reaped it
     assert not pathlib.Path(f"/proc/{busy}").exists()
-    assert _scrape_until(server, names[:1], SENT) == {names[0]: SENT}
+    assert _scrape_until(server, names[:1], sent) == {names[0]: sent}
 
 
-def test_master_removes_the_metrics_dir_at_shutdown(workers_server):
-    server, folder = workers_server
+def test_master_removes_the_metrics_dir_at_shutdown(tmp_path_factory, start_server):
+    server, folder = _start_two_workers(tmp_path_factory, start_server)  # its own: stopped here
     assert folder.is_dir()
     assert server.stop() == 0
     assert not folder.exists()
