@@ -5,6 +5,7 @@ import re
 import keras
 import numpy as np
 import pytest
+import requests
 
 import tfkit
 from tfkit import data, datasets, models, sequences, text
@@ -141,6 +142,34 @@ def test_each_builder_exports_reloads_and_serves(trained, client, case):
         assert abs(predictions[0] - x[0, -1]) < 40  # in the series' units, not scaled
     else:
         np.testing.assert_allclose([p["probabilities"] for p in predictions], want, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def zoo_server(trained, start_server):
+    """A real server process over all the exports."""
+    return start_server(["--models", str(trained[0]), "--file_system_poll_wait_seconds", "0",
+                         "--workers", "1"], "/v1/models/resnet")
+
+
+@pytest.mark.parametrize("case", ["resnet", "lstm"])
+def test_server_process_answers_as_the_trained_model(trained, zoo_server, case):
+    """Over HTTP from `python -m serving`: an image classifier and a forecaster answer as the
+    trained model does in this process."""
+    result = trained[1][case][1]
+    zoo_server.wait_ready(f"/v1/models/{case}")  # each model loads on its own
+    x = next(iter(data.prepare(CASES[case][0](), window=CASES[case][1]).train.batch(3)))[0]
+    x = x.numpy()
+    answer = requests.post(f"{zoo_server.url}/v1/models/{case}:predict",
+                           json={"instances": x.tolist()}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    want = result.model(x, training=False).numpy()
+    predictions = answer.json()["predictions"]
+    if result.spec.task == "regression":
+        np.testing.assert_allclose(predictions, want.reshape(-1), rtol=1e-5, atol=1e-4)
+    else:
+        np.testing.assert_allclose([p["probabilities"] for p in predictions], want, atol=1e-5)
+        assert [p["classes"] for p in predictions] == [
+            result.spec.class_names[i] for i in want.argmax(-1)]
 
 
 def test_export_check_is_relative_for_values_in_a_series_units():
