@@ -10,11 +10,14 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ChildLines
 
 import tfkit
 
 CHILD = os.path.join(os.path.dirname(__file__), "helpers", "train_child.py")
 CHILD_SECONDS = 240
+# A test runs up to four children, each allowed CHILD_SECONDS.
+pytestmark = pytest.mark.timeout(5 * CHILD_SECONDS)
 STEPS_PER_EPOCH = 16  # penguins: 266 training rows in batches of 16
 CALLS_PER_EPOCH = STEPS_PER_EPOCH // 2  # the child runs 2 steps per call
 
@@ -35,17 +38,15 @@ def _start_and_signal(tmp, run, calls, signum, *extra):
     """Start a run, send `signum` after it reports `calls` calls; returns its exit code."""
     proc = subprocess.Popen(_child(tmp, run, "--sleep", "0.03", *extra),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    seen, deadline, lines = 0, time.monotonic() + CHILD_SECONDS, []
+    lines, seen, deadline = ChildLines(proc.stdout), 0, time.monotonic() + CHILD_SECONDS
     try:
-        for line in proc.stdout:
-            lines.append(line)
+        while seen < calls:
+            line = lines.next(deadline)
+            assert line is not None, "the child ended before that call:\n" + "".join(lines.seen)
             seen += line.startswith("batch ")
-            if seen >= calls:
-                proc.send_signal(signum)
-                break
-            assert time.monotonic() < deadline, "the child never got that far"
-        lines.extend(proc.stdout)
-        return proc.wait(timeout=CHILD_SECONDS), "".join(lines)
+        proc.send_signal(signum)
+        out = lines.rest(time.monotonic() + CHILD_SECONDS)
+        return proc.wait(timeout=CHILD_SECONDS), out
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -107,7 +108,7 @@ def _checkpoint_values(directory):
 def test_divergence_stops_with_where_and_keeps_only_finite_checkpoints(tmp_path):
     with pytest.raises(tfkit.NonFiniteLossError) as info:
         tfkit.train("auto_mpg", optimizer="sgd", learning_rate=0.3, epochs=3,
-                    steps_per_execution=1, checkpoint_every_steps=1, histogram_every_steps=0,
+                    standardize_target=False, steps_per_execution=1, checkpoint_every_steps=1, histogram_every_steps=0,
                     logdir=str(tmp_path), run_name="diverge", export=None, verbose=False)
     message = str(info.value)
     assert re.search(r"at step (\d) \(epoch 1, step \1 of 9\)", message), message
@@ -122,7 +123,7 @@ def test_on_nan_restore_rolls_back_a_bounded_number_of_times(tmp_path, caplog):
     caplog.set_level("WARNING")
     with pytest.raises(tfkit.NonFiniteLossError):
         tfkit.train("auto_mpg", optimizer="sgd", learning_rate=0.3, epochs=2,
-                    steps_per_execution=1, checkpoint_every_steps=1, histogram_every_steps=0,
+                    standardize_target=False, steps_per_execution=1, checkpoint_every_steps=1, histogram_every_steps=0,
                     on_nan="restore", max_nan_restores=3, logdir=str(tmp_path),
                     run_name="restore", export=None, verbose=False)
     rolled = [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()]
