@@ -15,11 +15,13 @@ tf.config.set_logical_device_configuration(
 
 import base64  # noqa: E402
 import pathlib  # noqa: E402
+import queue  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 
 import keras  # noqa: E402
@@ -44,6 +46,7 @@ PENGUIN_ROWS = {
     "body_mass_g": np.array([3750.0, 3500.0, 5200.0, 4100.0], dtype=np.float32),
 }
 SERVER_START_SECONDS = 120
+PORT_RETRIES = 3  # free_port() hands on a port it closed: another process may bind it first
 
 
 def b64(data: bytes) -> dict[str, str]:
@@ -166,15 +169,25 @@ class ServerProcess:
 
     def __init__(self, args: list[str], log_path: pathlib.Path, port_flag: str = "--port",
                  command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        self.log_path = log_path
+        self._env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2",
+                         **(env or {}))
+        self._argv = [sys.executable, *(command or ["-m", "serving"]), *args,
+                      "--host", "127.0.0.1", port_flag]
+        self._log = None
+        self._launch()
+
+    def _launch(self) -> None:
+        """Starts the child on a port just found free (another process may take it first:
+        ``wait_ready`` then starts it again on another)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        if self._log is not None:
+            self._log.close()
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, *(command or ["-m", "serving"]), *args, "--host", "127.0.0.1",
-             port_flag, str(self.port)],
-            cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [*self._argv, str(self.port)], cwd=REPO_ROOT, env=self._env, stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def worker_pid(self) -> int:
@@ -186,8 +199,13 @@ class ServerProcess:
 
     def wait_ready(self, path: str) -> None:
         deadline = time.monotonic() + SERVER_START_SECONDS
+        retries = PORT_RETRIES
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if retries and self._port_was_taken():
+                    retries -= 1
+                    self._launch()
+                    continue
                 pytest.fail(f"server exited early:\n{self.log()}")
             try:
                 if requests.get(self.url + path, timeout=2).status_code == 200:
@@ -210,6 +228,10 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
+
+    def _port_was_taken(self) -> bool:
+        log = self.log()
+        return f"cannot listen on 127.0.0.1:{self.port}" in log or "Address already in use" in log
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +328,36 @@ def v2_repo(tmp_path_factory, mlp) -> pathlib.Path:
     shutil.copytree(TESTDATA / REFERENCE_MODELS["half_plus_two"], repo / "half_plus_two")
     export_model(mlp, repo / "mlp", task="multiclass", class_names=MLP_CLASSES)
     return repo
+
+
+class ChildLines:
+    """A child process's output, read on a thread: waiting for a line has a deadline even
+    when the child goes quiet (``for line in proc.stdout`` would block until it speaks)."""
+
+    def __init__(self, stream) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)  # end of output
+
+    def next(self, deadline: float) -> str | None:
+        """The next line, or None at the end of the output; fails the test at ``deadline``
+        (a ``time.monotonic()`` value)."""
+        try:
+            line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            pytest.fail("no output from the child before the deadline:\n"
+                        + "".join(self.seen[-40:]))
+        if line is not None:
+            self.seen.append(line)
+        return line
+
+    def rest(self, deadline: float) -> str:
+        """Everything until the end of the output (or the deadline), with what was seen."""
+        while self.next(deadline) is not None:
+            pass
+        return "".join(self.seen)

@@ -9,11 +9,14 @@ import time
 
 import numpy as np
 import pytest
+from conftest import ChildLines
 
 from tfkit import launch
 
 CHILD = os.path.join(os.path.dirname(__file__), "helpers", "train_child.py")
 RUN_SECONDS = 400
+# A test waits on up to three runs of RUN_SECONDS (the module's first also on two_workers).
+pytestmark = pytest.mark.timeout(4 * RUN_SECONDS)
 
 
 def _launch(tmp, run, *extra, logdir="logs", out="{index}"):
@@ -79,17 +82,16 @@ def test_two_workers_train_like_one_process_and_like_cpu2(two_workers, tmp_path)
 def test_kill_one_worker_then_restart_both_resumes(two_workers, tmp_path):
     proc = subprocess.Popen(_launch(tmp_path, "kill", "--sleep", "0.05"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    pids, batches, deadline = {}, 0, time.monotonic() + RUN_SECONDS
+    lines, pids, batches = ChildLines(proc.stdout), {}, 0
+    deadline = time.monotonic() + RUN_SECONDS
     try:
-        for line in proc.stdout:
+        while batches < 20:  # calls of 2 steps: past the first epochs, mid-epoch
+            line = lines.next(deadline)
+            assert line is not None, "the run ended early:\n" + "".join(lines.seen[-40:])
             if "] pid " in line:
                 pids[line.split("]")[0] + "]"] = int(line.split("pid ")[1])
-            if line.startswith("[worker 1] batch"):
-                batches += 1
-            if batches >= 20:  # calls of 2 steps: past the first epochs, mid-epoch
-                os.kill(pids["[worker 1]"], signal.SIGKILL)
-                break
-            assert time.monotonic() < deadline
+            batches += line.startswith("[worker 1] batch")
+        os.kill(pids["[worker 1]"], signal.SIGKILL)
         assert proc.wait(timeout=120) != 0  # the launcher stops the survivor and fails
     finally:
         if proc.poll() is None:
