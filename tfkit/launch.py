@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -63,21 +64,27 @@ def launch(command: Sequence[str], workers: int, *, timeout: float | None = None
         0 when every worker succeeded, else the first failing worker's code.
 
     Raises:
-        ValueError: no command, or workers < 1.
+        ValueError: no command, a command that cannot be run, or workers < 1.
     """
     if not command:
         raise ValueError("launch needs a command after '--', e.g. -- tfkit train --data digits")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    _check_runnable(command[0])
     ports = free_ports(workers)
     procs = []
-    for index in range(workers):
-        env = {**os.environ, "TF_CONFIG": tf_config(ports, index)}
-        proc = subprocess.Popen(
-            list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        threading.Thread(target=_relay, args=(proc, index), daemon=True).start()
-        procs.append(proc)
+    try:
+        for index in range(workers):
+            env = {**os.environ, "TF_CONFIG": tf_config(ports, index)}
+            proc = subprocess.Popen(
+                list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True,
+            )
+            threading.Thread(target=_relay, args=(proc, index), daemon=True).start()
+            procs.append(proc)
+    except OSError as err:  # checked above; this is the program vanishing in between
+        _stop(procs)
+        raise ValueError(f"cannot run {command[0]!r}: {err.strerror}") from None
     log.info("started %d workers on 127.0.0.1 ports %s", workers, ports)
     previous = _forward_signals(procs)
     try:
@@ -86,6 +93,20 @@ def launch(command: Sequence[str], workers: int, *, timeout: float | None = None
         _stop(procs)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _check_runnable(program: str) -> None:
+    """Refuse, before any worker starts, a program the workers could not run."""
+    if shutil.which(program):
+        return
+    if os.sep in program:
+        problem = "is not an executable file" if os.path.exists(program) else "does not exist"
+        raise ValueError(f"cannot run {program!r}: it {problem}")
+    raise ValueError(
+        f"command {program!r} was not found on PATH: check its spelling, or activate the "
+        "virtual environment it is installed in (. .venv/bin/activate); tfkit itself also "
+        f"runs as: {sys.executable} -m tfkit.cli"
+    )
 
 
 def _wait(procs: list[subprocess.Popen], timeout: float | None) -> int:
