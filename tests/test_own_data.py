@@ -186,17 +186,34 @@ def arrays():
 @pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
 def test_any_keras_model_trains_on_every_strategy(kind, strategy, arrays):
     given = MODEL_KINDS[kind]()
+    before = given.get_weights() if isinstance(given, keras.Model) else []
     result = tfkit.train(arrays, model=given, epochs=4, strategy=strategy, **QUIET)
     assert result.strategy.num_replicas_in_sync == (2 if strategy in ("mirrored", "cpu:2") else 1)
     assert result.history["val_loss"][-1] < result.history["val_loss"][0]
     predicted = result.predict(arrays[0][:4]).reshape(-1)
     assert np.all(np.isfinite(predicted)) and np.all(predicted > 0)  # dollars, not std units
-    if isinstance(given, keras.Model):  # trained in place, as model.fit would
+    if before:  # built before train(): copied into the scope, the user's object left as it was
+        for kept, now in zip(before, given.get_weights(), strict=True):
+            np.testing.assert_array_equal(kept, now)
+    elif isinstance(given, keras.Model):  # built in the scope: it is the model trained
         mean, std = result.spec.target_scale
         mine = keras.ops.convert_to_numpy(given(arrays[0][:4])).reshape(-1)
         np.testing.assert_allclose(mine * std + mean, predicted, rtol=1e-4)
     if kind == "compiled":
         assert set(result.history) == {"loss", "mse", "val_loss", "val_mse"}
+
+
+@pytest.mark.parametrize("strategy", ["cpu", "cpu:2"])
+def test_a_classifier_built_before_train_is_trained_in_place(strategy, arrays):
+    given = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    x, y = arrays
+    result = tfkit.train((x, y > np.median(y)), model=given, epochs=15, learning_rate=0.01,
+                         strategy=strategy, **QUIET)
+    assert result.spec.task == "binary"
+    assert result.history["val_accuracy"][-1] > 0.8
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(given(x[:8])),
+                               result.predict(x[:8]), rtol=1e-5)
 
 
 def test_cpu_n_after_tensorflow_started_says_what_to_do(arrays):
@@ -274,7 +291,10 @@ def test_validation_data_and_evaluate_take_the_same_kinds(house_csv, tmp_path, h
     assert result.spec.n_val == len(holdout.dropna()) - 3  # the three junk 'Lot Area' cells
     by_result = tfkit.evaluate(house_run, holdout)
     by_export = tfkit.evaluate(house_run.export_path, holdout, target=TARGET)
+    by_model = tfkit.evaluate(house_run.model, holdout, target=TARGET)
+    assert by_result["count"] == by_export["count"] == by_model["count"] == 96
     assert by_result["mae"] == pytest.approx(by_export["mae"], rel=1e-4)
+    assert by_result["mae"] == pytest.approx(by_model["mae"], rel=1e-4)
     with pytest.raises(ValueError, match="Neighborhood"):
         tfkit.train(str(house_csv), target=TARGET, validation_data=holdout.drop(
             columns=["Neighborhood"]), epochs=1, **QUIET)

@@ -45,18 +45,49 @@ def build(given: Any, spec: DataSpec, model_kwargs: dict, standardize_target: bo
     return model
 
 
-def copy_back(trained: keras.Model, given: Any) -> None:
-    """Put the trained weights into the user's own model object, as `model.fit` would."""
+def scale_note(given: Any, spec: DataSpec) -> str | None:
+    """A note when a model of the user's gets large raw numbers (the builders normalize)."""
+    if not isinstance(given, keras.Model) or spec.kind not in ("table", "tensor"):
+        return None
+    scaling = (keras.layers.Normalization, keras.layers.Rescaling, keras.layers.BatchNormalization,
+               keras.layers.LayerNormalization)
+    if any(isinstance(layer, scaling) for layer in _all_layers(given)):
+        return None
+    if spec.kind == "table":
+        columns = {c: np.asarray(spec.sample[c], np.float64) for c in spec.numeric_columns}
+    else:
+        flat = np.asarray(spec.sample, np.float64).reshape(len(spec.sample), -1)
+        columns = {f"feature {i}": flat[:, i] for i in range(flat.shape[1])}
+    sizes = {c: float(np.abs(v).mean() + v.std()) for c, v in columns.items() if v.size}
+    if not sizes or max(sizes.values()) <= 10:
+        return None
+    largest = max(sizes, key=sizes.get)
+    return (f"note: your model gets the numbers as they are, e.g. {largest!r} around "
+            f"{sizes[largest]:,.0f}; tfkit's builders normalize them inside the model, so "
+            "give yours a keras.layers.Normalization (or scale the columns) if it learns slowly")
+
+
+def copy_back(trained: keras.Model, given: Any) -> str | None:
+    """Put the trained weights into the user's own model object, as `model.fit` would.
+
+    Returns a note for the user when the object is left as it was: a model
+    that learned a standardized target would answer in standard units.
+    """
     if not isinstance(given, keras.Model) or trained is given:
-        return
-    inner = trained
+        return None
     if _layer(trained, TARGET_UNITS_LAYER) is not None:
-        inner = next((layer for layer in trained.layers if layer.name == given.name), trained)
+        shared = {id(v) for v in given.weights} & {id(v) for v in trained.weights}
+        state = ("holds the trained weights but answers in them" if shared
+                 else "is left as it was, since it would answer in them")
+        return (f"model {given.name!r} learned the target in standard units and {state}; "
+                "result.model (which the export holds) scales its answers back to the "
+                "target's units: use result.model, or standardize_target=False")
     if not given.weights:
-        return  # never built: nothing of the user's holds weights
-    weights = inner.get_weights()
+        return None  # never built: nothing of the user's holds weights
+    weights = trained.get_weights()
     if [w.shape for w in weights] == [tuple(v.shape) for v in given.weights]:
         given.set_weights(weights)
+    return None
 
 
 def loss_and_metrics(given: Any, loss: Any, metrics: Any) -> tuple[Any, Any]:
@@ -66,6 +97,42 @@ def loss_and_metrics(given: Any, loss: Any, metrics: Any) -> tuple[Any, Any]:
         loss = compiled.get("loss") if loss is None else loss
         metrics = compiled.get("metrics") if metrics is None else metrics
     return loss, metrics
+
+
+def compiled_optimizer(given: Any, optimizer_given: bool) -> keras.optimizers.Optimizer | None:
+    """A fresh copy of a compiled model's optimizer, when `train()` was not told one."""
+    if optimizer_given or not (isinstance(given, keras.Model) and given.compiled):
+        return None
+    config = (given.get_compile_config() or {}).get("optimizer")
+    return keras.optimizers.get(config) if config else None
+
+
+def check_metrics(metrics: Any, task: str, units: int) -> None:
+    """Each metric tried once on a made-up batch shaped as this task's, before training.
+
+    Raises:
+        ValueError: naming the metric that cannot take this task's labels and outputs.
+    """
+    labels = np.array([0, 1]) if task == "multiclass" else np.array([[0.0], [1.0]])
+    outputs = np.full((2, units), 1.0 / units, np.float32)
+    for given, metric in zip(_listed(metrics), metric_objects(metrics, task) or (), strict=True):
+        try:
+            metric.update_state(labels, outputs)
+            metric.result()
+        except Exception as err:  # noqa: BLE001 - any failure: this metric does not fit
+            kind = {"multiclass": "integer class ids with one probability per class",
+                    "binary": "0/1 labels with one probability",
+                    "regression": "one number per row"}[task]
+            raise ValueError(
+                f"metrics: {getattr(given, 'name', given)!r} does not work for this {task} "
+                f"task ({kind}): {str(err).splitlines()[0][:200]}"
+            ) from None
+
+
+def _listed(metrics: Any) -> list:
+    if isinstance(metrics, (str, dict, keras.metrics.Metric)) or callable(metrics):
+        return [metrics]
+    return list(metrics)
 
 
 def metric_objects(metrics: Any, task: str) -> list[keras.metrics.Metric] | None:
@@ -81,9 +148,7 @@ def metric_objects(metrics: Any, task: str) -> list[keras.metrics.Metric] | None
     """
     if metrics is None:
         return None
-    if isinstance(metrics, (str, dict, keras.metrics.Metric)) or callable(metrics):
-        metrics = [metrics]
-    return [_metric(m, task) for m in metrics]
+    return [_metric(m, task) for m in _listed(metrics)]
 
 
 def _metric(given: Any, task: str) -> keras.metrics.Metric:
@@ -118,6 +183,9 @@ def _in_scope(model: keras.Model, spec: DataSpec) -> keras.Model:
         if not copy.weights:
             _build(copy, spec)
         copy.set_weights(model.get_weights())
+        for layer in _all_layers(copy):
+            if hasattr(layer, "finalize_state"):  # e.g. an adapted Normalization's mean
+                layer.finalize_state()
     except Exception as err:  # noqa: BLE001 - any failure means the same advice
         raise ValueError(
             f"model {model.name!r} was built before train(), so its variables live outside "
@@ -132,11 +200,14 @@ def _on_the_data(model: keras.Model, spec: DataSpec) -> keras.Model:
     """The model built, taking the data as tfkit feeds it (a dict of columns for a table).
 
     A table's model takes its raw named columns. A model with one declared
-    input `[None, k]` gets the table's k numeric columns stacked in order.
+    input `[None, k]`, or a Sequential without an Input, gets the table's k
+    numeric columns stacked in order.
     """
     declared = _declared_input(model)
     if spec.kind == "table" and declared is not None and not isinstance(declared, dict):
-        return _stacked_columns(model, spec, declared)
+        return _stacked_columns(model, spec, declared.shape[-1])
+    if spec.kind == "table" and declared is None and isinstance(model, keras.Sequential):
+        return _stacked_columns(model, spec, None)  # a Sequential takes one tensor, never a dict
     if not model.built or not model.weights:
         _build(model, spec)
     return model
@@ -155,11 +226,12 @@ def _declared_input(model: keras.Model) -> Any:
     return inputs[0] if inputs and len(inputs) == 1 else None
 
 
-def _stacked_columns(model: keras.Model, spec: DataSpec, declared: Any) -> keras.Model:
-    width = declared.shape[-1]
-    if spec.string_columns or width != len(spec.numeric_columns):
+def _stacked_columns(model: keras.Model, spec: DataSpec, width: int | None) -> keras.Model:
+    """The table's number columns stacked, in order, into the one input the model takes."""
+    if spec.string_columns or width not in (None, len(spec.numeric_columns)):
+        takes = f"[None, {width}]" if width else "one input, not a dict of columns"
         raise ValueError(
-            f"model {model.name!r} takes one input of shape {tuple(declared.shape)}, but the "
+            f"model {model.name!r} takes {takes}, but the "
             f"table has {len(spec.numeric_columns)} numeric column(s)"
             + (f" and text column(s) {', '.join(map(repr, spec.string_columns))}"
                if spec.string_columns else "")
@@ -187,6 +259,13 @@ def _in_target_units(model: keras.Model, spec: DataSpec) -> keras.Model:
     inputs = (models.table_inputs(spec) if spec.kind == "table"
               else keras.Input(shape=spec.input_shape, name="x"))
     return models.functional(inputs, to_units(model(inputs)), name=model.name)
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def _layer(model: keras.Model, name: str) -> Any:

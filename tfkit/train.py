@@ -174,12 +174,17 @@ def _train(config: TrainConfig, strategy, callbacks) -> TrainResult:
     )
     for line in prepared.spec.notes:  # the DataWarnings have shown themselves
         console.say(line, config.verbose)
+    note = adapt.scale_note(config.model, prepared.spec)
+    if note:
+        console.say(note, config.verbose)
     run = _Run.build(config, strategy, prepared)
     try:
         history = run.fit(callbacks)
     finally:
         run.close()
-    adapt.copy_back(run.model, config.model)
+    note = adapt.copy_back(run.model, config.model)
+    if note:
+        console.say(note, config.verbose)
     result = TrainResult(
         history=history, model=run.model, export_path=None, logdir=run.writer.path,
         spec=prepared.spec, config=config, strategy=strategy, stats=run.state.get("stats", {}),
@@ -303,10 +308,21 @@ class _Run:
         replicas = strategy.num_replicas_in_sync
         global_batch = _global_batch(config.batch_size, spec.n_train, replicas)
         loss, metrics = adapt.loss_and_metrics(config.model, config.loss, config.metrics)
+        if metrics is not None:
+            adapt.check_metrics(metrics, spec.task, spec.output_units)
+        defaults = TrainConfig()
+        optimizer_given = (config.optimizer, config.learning_rate) != (
+            defaults.optimizer, defaults.learning_rate)
         with strategy.scope(), _dtype_policy(config.mixed_precision):
             model = adapt.build(config.model, spec, config.model_kwargs,
                                 config.standardize_target)
-            optimizer = make_optimizer(config.optimizer, config.learning_rate)
+            optimizer = adapt.compiled_optimizer(config.model, optimizer_given)
+            if optimizer is not None:
+                console.say(f"optimizer: the compiled model's {type(optimizer).__name__} "
+                            f"(learning rate {_learning_rate(optimizer):g}); pass "
+                            "optimizer= or learning_rate= to choose another", config.verbose)
+            else:
+                optimizer = make_optimizer(config.optimizer, config.learning_rate)
             if config.mixed_precision == "mixed_float16":
                 # float16 gradients underflow: scale the loss up, the gradients back down.
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -475,6 +491,10 @@ class _Run:
         self.writer.close()
         if self.checkpointer:
             self.checkpointer.close()
+
+
+def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
