@@ -83,41 +83,40 @@ def test_hot_reload_under_traffic(server, repository):
     assert "1" in _versions(server, "hot")
 
     stop = threading.Event()
-    results: list[tuple[int, float | None]] = []
-    lock = threading.Lock()
+    # Per client, in the order its answers came: (status, value). Each client asks again
+    # only once answered, so its own sequence has an order; several clients' do not.
+    results: list[list[tuple[int, float | None]]] = [[] for _ in range(CLIENTS)]
 
-    def client() -> None:
+    def client(mine: list) -> None:
         with requests.Session() as session:
             while not stop.is_set():
                 try:
                     r = session.post(f"{server.url}/v1/models/hot:predict",
                                      json={"instances": [[2.0]]}, timeout=10)
                     value = r.json()["predictions"][0] if r.status_code == 200 else None
-                    outcome = (r.status_code, value)
+                    mine.append((r.status_code, value))
                 except (requests.RequestException, ValueError, KeyError):
-                    outcome = (0, None)
-                with lock:
-                    results.append(outcome)
+                    mine.append((0, None))
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
+    def each_client_answered(value: float) -> bool:
+        return all(any(v == value for _, v in mine[-3:]) for mine in results)
+
+    threads = [threading.Thread(target=client, args=(mine,), daemon=True) for mine in results]
     for thread in threads:
         thread.start()
     try:
-        time.sleep(0.5)
+        assert _wait_for(lambda: each_client_answered(3.0))
         export_model(_linear(3.0, 1.0), base)  # version 2: y = 3x + 1, written atomically
-        deadline = time.monotonic() + RELOAD_SECONDS
-        while list(_versions(server, "hot")) != ["2"] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert list(_versions(server, "hot")) == ["2"]
-        time.sleep(0.5)
+        assert _wait_for(lambda: list(_versions(server, "hot")) == ["2"])
+        assert _wait_for(lambda: each_client_answered(7.0))
 
         # A broken version 3 appears (renamed in, like an export) and must never be served.
         shutil.copytree(TESTDATA / "bad_half_plus_two" / "00000123", base / ".tmp-3")
         (base / ".tmp-3").rename(base / "3")
-        deadline = time.monotonic() + RELOAD_SECONDS
-        while "3" not in _versions(server, "hot") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
+        assert _wait_for(lambda: _versions(server, "hot").get("3", {}).get("state") == "END")
+        answered = [len(mine) for mine in results]  # and each client is answered after it
+        assert _wait_for(lambda: all(
+            len(mine) > n + 2 for mine, n in zip(results, answered, strict=True)))
     finally:
         stop.set()
         for thread in threads:
@@ -127,15 +126,22 @@ def test_hot_reload_under_traffic(server, repository):
     assert states["3"]["state"] == "END"
     assert states["3"]["status"]["error_code"] != "OK"
     assert states["2"]["state"] == "AVAILABLE"
-    failures = [r for r in results if r[0] != 200]
-    assert failures == []
-    values = [v for _, v in results]
-    assert len(values) > 50
-    assert set(values) == {3.0, 7.0}  # only versions 1 and 2 ever answered
-    assert values[-1] == 7.0
-    first_new = values.index(7.0)
-    # After the swap, a few requests that were already inside version 1 may finish.
-    assert values[first_new + 2 * CLIENTS:].count(3.0) == 0
+    for mine in results:
+        assert [r for r in mine if r[0] != 200] == []
+        values = [v for _, v in mine]
+        # Version 1 (3.0) until version 2 (7.0) answered this client, then only version 2.
+        switch = values.index(7.0)
+        assert switch > 0 and set(values[:switch]) == {3.0}, values
+        assert set(values[switch:]) == {7.0}, values
+
+
+def _wait_for(condition, seconds: float = RELOAD_SECONDS) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_tf_serving_flags_and_sigterm(start_server):
