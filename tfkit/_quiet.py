@@ -18,6 +18,7 @@ import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -51,10 +52,23 @@ def install() -> None:
     # for its options in graph mode; TensorFlow warns about its own call.
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options",
                             category=UserWarning, module="tensorflow")
+    # Each train() makes its own compiled steps; TensorFlow counts them as retraces of
+    # one function and warns after a few runs in a process (a notebook, a sweep).
+    if not any(isinstance(f, _OwnRetraces) for f in logging.getLogger("tensorflow").filters):
+        logging.getLogger("tensorflow").addFilter(_OwnRetraces())
     if _min_log_level() > 0 and "tensorflow" not in sys.modules and not any(
         isinstance(finder, _QuietImport) for finder in sys.meta_path
     ):
         sys.meta_path.insert(0, _QuietImport())
+
+
+class _OwnRetraces(logging.Filter):
+    """Drops TensorFlow's retracing warning about tfkit's own step functions only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "<bound method Steps."
+                    in message)
 
 
 class _QuietImport(importlib.abc.MetaPathFinder):

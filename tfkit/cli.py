@@ -16,6 +16,7 @@ import sys
 import tokenize
 import types
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("tfkit", "serving"):
         logging.getLogger(name).setLevel(logging.INFO)
+    warnings.formatwarning = _format_warning
     try:
         return args.run(args)
     except ValueError as err:  # bad input: say what is wrong, no stack trace
@@ -79,11 +81,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _training_failures() -> tuple[type[Exception], ...]:
-    """Runs that stopped themselves with a message; imported late, as both start TensorFlow."""
+    """Runs that stopped themselves with a message; imported late, as they start TensorFlow."""
     from tfkit.checkpoints import NonFiniteLossError
     from tfkit.memory import OutOfMemoryError
+    from tfkit.train import ExportError
 
-    return NonFiniteLossError, OutOfMemoryError
+    return NonFiniteLossError, OutOfMemoryError, ExportError
+
+
+_plain_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning about the user's data as one line: the source line would be tfkit's own."""
+    if category.__name__ == "DataWarning":
+        return f"tfkit: warning: {message}\n"
+    return _plain_format(message, category, filename, lineno, line)
 
 
 def _command(argv: list[str]) -> str | None:

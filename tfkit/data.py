@@ -368,7 +368,8 @@ def _read_column(column: pd.Series, kind: str | None, label: str, hint: str,
     if written:
         report.append(f"{label}: read {len(written)} cells written with currency signs, "
                       f"thousands separators or percent signs as numbers (e.g. {written[0]!r} "
-                      f"as {numbers[written[0]]:g}; '12%' reads as 12)")
+                      f"as {numbers[written[0]]:,.10g}"
+                      + ("; '12%' reads as 12)" if any("%" in t for t in written) else ")"))
     return pd.Series(values, index=column.index), "numeric"
 
 
@@ -871,8 +872,6 @@ def _in_memory(spec, train_x, train_y, val_x, val_y, train_w=None) -> PreparedDa
     validation = None
     if spec.n_val:
         validation = tf.data.Dataset.from_tensor_slices((val_x, val_y))
-    for line in spec.report:
-        log.info("data: %s", line)
     return PreparedData(
         spec, train, validation, (val_x, val_y) if spec.n_val else None, tensors
     )

@@ -8,6 +8,7 @@ import datetime
 import functools
 import logging
 import os
+import tempfile
 from typing import Any
 
 import keras
@@ -274,8 +275,11 @@ def _check_writable(repository: str) -> None:
     problem = None
     if not os.path.isdir(existing):
         problem = f"{existing} is a file, not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable"
+    else:
+        try:  # a folder made and removed: permission bits alone do not tell (root, /proc)
+            os.rmdir(tempfile.mkdtemp(prefix=".tfkit-write-check-", dir=existing))
+        except OSError as err:
+            problem = f"{existing} is not writable ({err.strerror or err})"
     if problem:
         raise ValueError(
             f"export={repository!r} cannot be written: {problem}; pass a writable folder, "
