@@ -398,3 +398,10 @@ def test_prepare_like_for_arrays_and_whole_number_classes():
     spec = data.prepare((x_train, y_train)).spec
     x, y = data.prepare_like((np.ones((3, 4)), np.array([1, 0, 1])), spec)
     assert x.shape == (3, 4) and y.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_text_classes_lose_their_spaces_and_case_variants_are_named():
+    table = pd.DataFrame({"x": np.arange(50.0), "label": ["yes", "Yes", "no", "no ", " no"] * 10})
+    with pytest.warns(DataWarning, match=r"upper/lower case \('Yes'/'yes'\)"):
+        spec = data.prepare(table, target="label").spec
+    assert spec.class_names == ("Yes", "no", "yes")

@@ -388,6 +388,13 @@ def _read_target(column: pd.Series, kind: str | None, label: str,
             _warn(f"{label}: {int(marked.sum())} cells mark a missing value ({examples}) and "
                   f"are not a class; {hint}", report)
             y = y.where(~marked, np.nan)
+        spellings = pd.Series(y.dropna().unique(), dtype=object)
+        groups = spellings.groupby(spellings.str.lower()).agg(list)
+        alike = [names for names in groups if len(names) > 1]
+        if alike:
+            shown = "; ".join("/".join(map(repr, sorted(names))) for names in alike[:3])
+            _warn(f"{label}: classes differ only in upper/lower case ({shown}) and are kept "
+                  "apart; write them one way if they are the same class", report)
     return y, kind
 
 
@@ -428,7 +435,7 @@ def _as_text(column: pd.Series) -> pd.Series:
             return np.nan
         if isinstance(cell, (float, np.floating)) and float(cell).is_integer():
             return str(int(cell))
-        return str(cell)
+        return str(cell).strip()  # "no " is "no": spaces around a cell are never meant
 
     return pd.Series([text(cell) for cell in column.to_numpy(dtype=object)],
                      index=column.index, dtype=object)
