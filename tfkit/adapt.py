@@ -11,6 +11,7 @@ brings its loss and metrics when `train()` is given none.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import keras
@@ -21,6 +22,25 @@ from tfkit import models
 from tfkit.data import DataSpec
 
 TARGET_UNITS_LAYER = "in_target_units"
+
+
+def load(given: Any) -> Any:
+    """A saved Keras model (`model="my_model.keras"`, as from the command line) loaded.
+
+    Anything else is returned as it is.
+
+    Raises:
+        ValueError: the file is missing or is not a Keras model.
+    """
+    if not (isinstance(given, str) and given.endswith(".keras")):
+        return given
+    if not os.path.isfile(given):
+        raise ValueError(f"model {given!r}: no such file (a saved Keras model, model.save(...))")
+    try:
+        with models.column_keyed_inputs():
+            return keras.saving.load_model(given)
+    except Exception as err:  # noqa: BLE001 - any failure: the file is not a model we can use
+        raise ValueError(f"model {given!r} could not be loaded as a Keras model: {err}") from None
 
 
 def build(given: Any, spec: DataSpec, model_kwargs: dict, standardize_target: bool) -> keras.Model:

@@ -164,6 +164,9 @@ def train(
 
 def _train(config: TrainConfig, strategy, callbacks) -> TrainResult:
     keras.utils.set_random_seed(config.seed)
+    loaded = adapt.load(config.model)  # a .keras path, as the command line gives one
+    if loaded is not config.model:
+        config = dataclasses.replace(config, model=loaded)
     if config.export and distribute.cluster_workers() == 1:
         _check_writable(config.export)  # before training, not after it
     prepared = data_lib.prepare(
