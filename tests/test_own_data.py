@@ -366,3 +366,66 @@ def test_readme_own_data_runs_as_written(tmp_path):
         assert served == pytest.approx(predicted, rel=1e-4)
     finally:
         server.stop()
+
+
+# --- what a new user ran into -------------------------------------------------------------------
+
+def test_an_adapted_normalization_keeps_its_statistics_in_the_strategys_copy(arrays):
+    x, y = arrays
+    norm = keras.layers.Normalization()
+    norm.adapt(x * 1000)
+    given = keras.Sequential([keras.Input((3,)), norm, keras.layers.Dense(1)])
+    result = tfkit.train((x * 1000, y), model=given, epochs=1, **QUIET)
+    copied = next(layer for layer in result.model.layers if isinstance(
+        layer, keras.layers.Normalization))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(copied.mean),
+                               keras.ops.convert_to_numpy(norm.mean), rtol=1e-6)
+
+
+def test_a_compiled_optimizer_is_used_unless_train_names_one(arrays, capsys):
+    given = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    given.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
+    start = given.get_weights()
+    result = tfkit.train(arrays, model=given, epochs=2, **{**QUIET, "verbose": 2})
+    assert "the compiled model's SGD (learning rate 0)" in capsys.readouterr().out
+    for before, after in zip(start, result.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)  # a rate of 0 moves nothing
+    moved = tfkit.train(arrays, model=given, epochs=2, optimizer="adam", learning_rate=0.01,
+                        **QUIET)
+    assert not np.array_equal(start[0], moved.model.get_weights()[0])
+
+
+def test_a_metric_that_cannot_take_the_task_is_refused_before_training():
+    table = houses()
+    table["grade"] = pd.qcut(table[TARGET], 3, labels=["C", "B", "A"]).astype(str)
+    with pytest.raises(ValueError, match=r"metrics: 'auc' does not work for this multiclass"):
+        tfkit.train(table.drop(columns=[TARGET]), target="grade", metrics=["auc"], epochs=1,
+                    **QUIET)
+
+
+def test_a_model_of_ones_own_getting_large_raw_numbers_is_told_so(arrays, capsys):
+    x, y = arrays
+    given = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    tfkit.train((x * 5000, y), model=given, epochs=1, **{**QUIET, "verbose": 2})
+    out = capsys.readouterr().out
+    assert re.search(r"note: your model gets the numbers as they are, e\.g\. 'feature \d' "
+                     r"around [\d,]+; .*Normalization", out), out
+    assert "left as it was" in out  # and that it learned a standardized target
+
+
+def test_the_cli_trains_a_saved_keras_model(house_csv, tmp_path):
+    columns = {name: keras.Input(shape=(1,), name=name) for name in ("Year Built",)}
+    given = keras.Model(columns, keras.layers.Dense(1)(keras.layers.Normalization(
+        mean=1970, variance=900)(columns["Year Built"])))
+    given.compile(loss="huber", metrics=["mae"])
+    given.save(tmp_path / "mine.keras")
+    houses().drop(columns=["Lot Area", "Neighborhood"]).to_csv(tmp_path / "years.csv",
+                                                               index=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "tfkit.cli", "train", "--data", "years.csv", "--target", TARGET,
+         "--model", "mine.keras", "--epochs", "2", "--export", "none", "--logdir", "none"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=CLI_SECONDS,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout[done.stdout.index("\n{\n") + 1:])
+    assert set(report["final"]) == {"loss", "mae", "val_loss", "val_mae"}
