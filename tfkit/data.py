@@ -585,6 +585,58 @@ def prepare_like(data: Any, spec: DataSpec, *, target: str | None = None,
     return _columns(features, spec.numeric_columns, spec.string_columns), labels
 
 
+def read_features(features: Any, spec: DataSpec, *, missing: str = "drop") -> dict[str, Any]:
+    """A table's rows read as the training rows were, one model input row per row given.
+
+    Cells are parsed with the training column kinds (`'2,100'` is a number,
+    `'?'` a missing cell). Missing cells are filled as training filled them
+    (`missing="impute"`: the training sample's median, text "missing"); under
+    `missing="drop"` the model never saw such rows, so they are refused.
+
+    Args:
+        features: a DataFrame or a dict of column values; extra columns are ignored.
+        spec: the training data's spec (a table's).
+        missing: the run's policy.
+
+    Raises:
+        ValueError: a column the model needs is lacking, or (`"drop"`) rows have
+            missing cells; the message names up to 5 rows and their columns.
+
+    Example:
+        >>> spec = prepare(pd.DataFrame({"mass": [3.0] * 10, "y": [0, 1] * 5}),
+        ...                target="y").spec
+        >>> read_features({"mass": ["3,700", "?"]}, spec, missing="impute")["mass"].tolist()
+        [[3700.0], [3.0]]
+    """
+    _check_choice("missing", missing, MISSING_POLICIES)
+    lacking = [c for c in spec.columns if c not in features]
+    if lacking:
+        raise ValueError(f"features lack the column(s) {', '.join(map(repr, lacking))}; "
+                         f"the model takes: {', '.join(spec.columns)}")
+    index = features.index if isinstance(features, pd.DataFrame) else None
+    kinds = {c: "numeric" for c in spec.numeric_columns}
+    kinds |= {c: "categorical" for c in spec.string_columns}
+    frame = pd.DataFrame({
+        c: _read_column(pd.Series(np.asarray(features[c], dtype=object).reshape(-1), index=index),
+                        kinds[c], f"column {c!r}", "", [])[0]
+        for c in spec.columns
+    }, index=index)
+    gaps = frame.isna()
+    if missing == "drop" and gaps.to_numpy().any():
+        rows = gaps[gaps.any(axis=1)]
+        named = "; ".join(f"row {label!r}: {', '.join(gaps.columns[row.to_numpy()])}"
+                          for label, row in list(rows.iterrows())[:5])
+        more = f" (and {len(rows) - 5} more rows)" if len(rows) > 5 else ""
+        raise ValueError(
+            f"{len(rows)} of {len(frame)} rows have missing cells, which this run dropped from "
+            f"its training data (missing='drop'): {named}{more}; fill them, leave those rows "
+            "out, or train with missing='impute'"
+        )
+    fill = {c: _median(pd.Series(spec.sample[c].ravel())) for c in spec.numeric_columns}
+    frame = frame.fillna(fill | {c: "missing" for c in spec.string_columns})
+    return _columns(frame, spec.numeric_columns, spec.string_columns)
+
+
 # ---- arrays and datasets ----------------------------------------------------------------
 
 

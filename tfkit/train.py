@@ -13,7 +13,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # no public off switch
 
@@ -85,42 +84,10 @@ class TrainResult:
         Example:
             >>> result.predict(tfkit.datasets.load("penguins").dropna().head(3))  # doctest: +SKIP
         """
-        spec = self.spec
-        if spec.kind != "table":
-            inputs = data_lib.model_inputs(features, spec)
+        if self.spec.kind == "table":
+            inputs = data_lib.read_features(features, self.spec, missing=self.config.missing)
         else:
-            lacking = [c for c in spec.columns if c not in features]
-            if lacking:
-                raise ValueError(f"features lack the column(s) {', '.join(map(repr, lacking))}; "
-                                 f"the model takes: {', '.join(spec.columns)}")
-            table = pd.DataFrame(
-                {c: np.asarray(features[c]).reshape(-1) for c in spec.columns},
-                index=features.index if isinstance(features, pd.DataFrame) else None,
-            )
-            # prepare_like reads labelled rows; any valid label does, as only features are used.
-            table[spec.target] = spec.class_names[0] if spec.class_names else 0.0
-            if self.config.missing == "impute":
-                inputs, _ = data_lib.prepare_like(table, spec, missing="impute")
-            else:
-                # Read with an infinite fill, which no read cell holds, to find the gaps.
-                probe = dataclasses.replace(spec, sample={
-                    c: np.full((1, 1), np.inf) for c in spec.numeric_columns})
-                inputs, _ = data_lib.prepare_like(table, probe, missing="impute")
-                gaps = pd.DataFrame(
-                    {c: ~np.isfinite(inputs[c].reshape(-1)) for c in spec.numeric_columns}
-                    | {c: table[c].isna().to_numpy() for c in spec.string_columns},
-                    index=table.index,
-                )[list(spec.columns)]
-                if gaps.to_numpy().any():
-                    rows = gaps[gaps.any(axis=1)]
-                    named = "; ".join(f"row {label!r}: {', '.join(gaps.columns[row.to_numpy()])}"
-                                      for label, row in list(rows.iterrows())[:5])
-                    more = f" (and {len(rows) - 5} more rows)" if len(rows) > 5 else ""
-                    raise ValueError(
-                        f"{len(rows)} of {len(table)} rows have missing cells, which this run "
-                        f"dropped from its training data (missing='drop'): {named}{more}; fill "
-                        "them, leave those rows out, or train with missing='impute'"
-                    )
+            inputs = data_lib.model_inputs(features, self.spec)
         batches = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
         return np.concatenate([self.model(b, training=False).numpy() for b in batches])
 
