@@ -108,7 +108,8 @@ def _checkpoint_values(directory):
 def test_divergence_stops_with_where_and_keeps_only_finite_checkpoints(tmp_path):
     with pytest.raises(tfkit.NonFiniteLossError) as info:
         tfkit.train("auto_mpg", optimizer="sgd", learning_rate=0.3, epochs=3,
-                    standardize_target=False, steps_per_execution=1, checkpoint_every_steps=1, histogram_every_steps=0,
+                    standardize_target=False, steps_per_execution=1, checkpoint_every_steps=1,
+                    histogram_every_steps=0,
                     logdir=str(tmp_path), run_name="diverge", export=None, verbose=False)
     message = str(info.value)
     assert re.search(r"at step (\d) \(epoch 1, step \1 of 9\)", message), message
@@ -123,7 +124,8 @@ def test_on_nan_restore_rolls_back_a_bounded_number_of_times(tmp_path, caplog):
     caplog.set_level("WARNING")
     with pytest.raises(tfkit.NonFiniteLossError):
         tfkit.train("auto_mpg", optimizer="sgd", learning_rate=0.3, epochs=2,
-                    standardize_target=False, steps_per_execution=1, checkpoint_every_steps=1, histogram_every_steps=0,
+                    standardize_target=False, steps_per_execution=1, checkpoint_every_steps=1,
+                    histogram_every_steps=0,
                     on_nan="restore", max_nan_restores=3, logdir=str(tmp_path),
                     run_name="restore", export=None, verbose=False)
     rolled = [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()]

@@ -1,6 +1,7 @@
 """tfkit.train(): it learns, it is exact across replicas, and it refuses bad input early."""
 
 import glob
+import logging
 import os
 
 import keras
@@ -29,12 +30,35 @@ def test_auto_mpg_mlp_mae_below_2_5():
     assert result.history["val_mae"][-1] <= 2.5
 
 
-def test_digits_cnn_reaches_95_percent(caplog):
-    caplog.set_level("INFO", logger="tfkit")
-    result = tfkit.train("digits", model="cnn", epochs=10, **QUIET)
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.text = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text += record.getMessage() + "\n"
+
+
+@pytest.fixture(scope="module")
+def digits_cnn():
+    """The digits CNN at float32, trained once for the tests that need it; with its log."""
+    records, logger = _Records(), logging.getLogger("tfkit")
+    level = logger.level
+    logger.addHandler(records)
+    logger.setLevel(logging.INFO)
+    try:
+        result = tfkit.train("digits", model="cnn", epochs=10, **QUIET)
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
+    return result, records.text
+
+
+def test_digits_cnn_reaches_95_percent(digits_cnn):
+    result, log = digits_cnn
     assert result.history["val_accuracy"][-1] >= 0.95
     # The oneDNN note goes out only for a convolutional model on CPUs without those kernels.
-    noted = "TF_ENABLE_ONEDNN_OPTS=1" in caplog.text
+    noted = "TF_ENABLE_ONEDNN_OPTS=1" in log
     assert noted == (distribute.onednn_kernels() is False)
 
 
@@ -158,10 +182,10 @@ def test_export_reloads_with_raw_columns(tmp_path):
     np.testing.assert_allclose(served, result.predict(rows), atol=1e-5)
 
 
-def test_mixed_bfloat16_matches_float32_accuracy_on_digits():
-    options = dict(model="cnn", epochs=10, **QUIET)
-    full = tfkit.train("digits", **options)
-    mixed = tfkit.train("digits", mixed_precision="mixed_bfloat16", **options)
+def test_mixed_bfloat16_matches_float32_accuracy_on_digits(digits_cnn):
+    full, _ = digits_cnn
+    mixed = tfkit.train("digits", model="cnn", epochs=10, mixed_precision="mixed_bfloat16",
+                        **QUIET)
     assert mixed.model.get_layer("conv_0").compute_dtype == "bfloat16"
     assert mixed.model.output.dtype == "float32"  # the head stays in float32
     assert abs(mixed.history["val_accuracy"][-1] - full.history["val_accuracy"][-1]) <= 0.01
