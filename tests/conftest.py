@@ -154,6 +154,16 @@ def client(app):
     return app.test_client()
 
 
+def wait_for(condition, seconds: float, poll: float = 0.05) -> bool:
+    """Poll `condition` until it holds (True) or `seconds` pass (False): no fixed sleeps."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -13,13 +13,13 @@ import pathlib
 import signal
 import socket
 import threading
-import time
 
 import numpy as np
 import pytest
 import requests
 from conftest import HARDENING_SECRET as SECRET
 from conftest import HARDENING_TOKEN as TOKEN
+from conftest import wait_for
 
 from serving import limits, security
 from serving.errors import InvalidArgument, PayloadTooLarge
@@ -352,12 +352,7 @@ def test_burst_of_64_concurrent_clients(server):
 
 
 def _wait_for(condition, seconds: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_for(condition, seconds)
 
 
 def _accepted_by_a_worker(server, client_port: int) -> bool:

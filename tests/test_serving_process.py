@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import requests
-from conftest import PENGUIN_ROWS, REFERENCE_MODELS, TESTDATA, copy_reference_models
+from conftest import PENGUIN_ROWS, REFERENCE_MODELS, TESTDATA, copy_reference_models, wait_for
 
 from tfkit.export import export_model
 
@@ -136,12 +136,7 @@ def test_hot_reload_under_traffic(server, repository):
 
 
 def _wait_for(condition, seconds: float = RELOAD_SECONDS) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_for(condition, seconds)
 
 
 def test_tf_serving_flags_and_sigterm(start_server):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import requests
-from conftest import TESTDATA, TFKIT_SERVE
+from conftest import TESTDATA, TFKIT_SERVE, wait_for
 
 SOAK_SECONDS = 60
 CONNECTIONS = 32
@@ -111,12 +111,7 @@ class Load:
 
 
 def _wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
+    return wait_for(condition, seconds, poll=0.2)
 
 
 def test_soak_with_new_and_broken_versions(server, repository):
