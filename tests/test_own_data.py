@@ -248,7 +248,15 @@ def test_a_one_input_model_gets_the_number_columns_stacked():
                                                                           variance=[1e6, 900]),
                             keras.layers.Dense(1)])
     result = tfkit.train(table, target=TARGET, model=own, epochs=2, **QUIET)
-    assert result.predict(clean_rows(houses(4, seed=5)) | {"Neighborhood": ["x"] * 4}).shape[0]
+    rows = clean_rows(houses(40, seed=5))
+    answers = result.predict(rows)
+    assert answers.shape == (len(rows["Lot Area"]), 1) and np.isfinite(answers).all()
+    # A Sequential without an Input gets the same stacked columns.
+    bare = keras.Sequential([keras.layers.Normalization(mean=[2000, 1970], variance=[1e6, 900]),
+                             keras.layers.Dense(1)])
+    result = tfkit.train(table, target=TARGET, model=bare, epochs=2, **QUIET)
+    assert result.history["val_mae"][-1] < result.history["val_mae"][0]
+    assert result.predict(rows).shape == answers.shape
     with pytest.raises(ValueError, match=r"text column\(s\) 'Neighborhood'"):
         tfkit.train(houses(), target=TARGET, model=keras.Sequential(
             [keras.Input((2,)), keras.layers.Dense(1)]), epochs=1, **QUIET)
@@ -290,6 +298,8 @@ def test_validation_data_and_evaluate_take_the_same_kinds(house_csv, tmp_path, h
                          epochs=2, **QUIET)
     assert result.spec.n_val == len(holdout.dropna()) - 3  # the three junk 'Lot Area' cells
     by_result = tfkit.evaluate(house_run, holdout)
+    by_csv = tfkit.evaluate(house_run, str(holdout_csv))
+    assert by_csv == pytest.approx(by_result, rel=1e-5)
     by_export = tfkit.evaluate(house_run.export_path, holdout, target=TARGET)
     by_model = tfkit.evaluate(house_run.model, holdout, target=TARGET)
     assert by_result["count"] == by_export["count"] == by_model["count"] == 96

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfkit import adapt
 from tfkit import data as data_lib
-from tfkit.steps import per_example_loss
+from tfkit.steps import example_losses, labels_for, per_example_loss
 
 
 def evaluate(source: Any, data: Any, *, target: str | None = None,
@@ -56,19 +56,15 @@ def evaluate(source: Any, data: Any, *, target: str | None = None,
 
 
 def _scores(model, x, y, spec, loss, metrics, scale, batch_size) -> dict[str, float]:
-    predictions = _predict(model, x, batch_size)
-    labels = _shaped(y, spec.task, predictions)
-    fn = per_example_loss(loss, spec.task)
-    if scale is not None:
-        mean, std = scale
-        losses = fn((labels - mean) / std, (predictions - mean) / std)
-    else:
-        losses = fn(labels, predictions)
-    out = {"loss": float(np.mean(keras.ops.convert_to_numpy(losses)))}
+    predictions = tf.constant(_predict(model, x, batch_size))
+    y = tf.constant(y)
+    losses = example_losses(per_example_loss(loss, spec.task), y, predictions, spec.task, scale)
+    out = {"loss": float(tf.reduce_mean(losses))}
+    labels = labels_for(y, predictions, spec.task)
     for metric in adapt.metric_objects(metrics, spec.task) or _default(spec.task):
         metric.update_state(labels, predictions)
         out[metric.name] = float(keras.ops.convert_to_numpy(metric.result()))
-    out["count"] = len(labels)
+    out["count"] = int(losses.shape[0])
     return out
 
 
@@ -82,12 +78,6 @@ def _predict(model, x, batch_size) -> np.ndarray:
     batches = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
     return np.concatenate([keras.ops.convert_to_numpy(model(b, training=False))
                            for b in batches]).astype(np.float32)
-
-
-def _shaped(y: np.ndarray, task: str, predictions: np.ndarray) -> np.ndarray:
-    if task == "multiclass":
-        return y
-    return y.astype(np.float32).reshape(-1, *([1] if predictions.ndim > 1 else []))
 
 
 def _evaluate_export(path: str, data: Any, target: str | None, batch_size: int):

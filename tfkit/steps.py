@@ -136,20 +136,7 @@ class Steps:
         return {**self._stats(y, predictions, weighted, self.metrics), "grad_norm": norm}
 
     def _loss(self, y: tf.Tensor, predictions: tf.Tensor) -> tf.Tensor:
-        """The loss of each example; a regression target is measured in standard units.
-
-        The model answers in the target's own units (its last layer scales back),
-        so a price in dollars and a rate in percent train at the same learning rate.
-        """
-        labels = self._labels(y, predictions)
-        if self.target_scale is not None:
-            mean, std = self.target_scale
-            labels = (tf.cast(labels, tf.float32) - mean) / std
-            predictions = (tf.cast(predictions, tf.float32) - mean) / std
-        values = self.loss_fn(labels, predictions)
-        if values.shape.rank == 0:  # a loss function that averaged the batch itself
-            values = tf.fill(tf.shape(predictions)[:1], values)
-        return per_example_mean(values)  # [N, T] per position -> [N]
+        return example_losses(self.loss_fn, y, predictions, self.task, self.target_scale)
 
     def _clip(self, gradients: list, last: tf.Tensor) -> tuple[list, list, tf.Tensor]:
         """The gradient summed over replicas and each replica's share, clipped, and the norm.
@@ -221,12 +208,6 @@ class Steps:
         predictions = self.model(x, training=False)
         return self._stats(y, predictions, self._loss(y, predictions), self.val_metrics)
 
-    def _labels(self, y: tf.Tensor, predictions: tf.Tensor) -> tf.Tensor:
-        if self.task == "multiclass":
-            return y
-        # One label per example, shaped as the model answers: [N, 1] or [N].
-        return tf.reshape(y, (-1, 1) if predictions.shape.rank != 1 else (-1,))
-
     def _stats(self, y, predictions, per_example, metrics) -> dict[str, tf.Tensor]:
         """Sums (not means), so replicas and partial batches add up exactly.
 
@@ -238,7 +219,7 @@ class Steps:
             "count": tf.cast(tf.shape(per_example)[0], tf.float32),
         }
         if metrics is not None:
-            labels = self._labels(y, predictions)
+            labels = labels_for(y, predictions, self.task)
             for metric in metrics:
                 metric.update_state(labels, predictions)
             return stats
@@ -298,6 +279,32 @@ class Steps:
         if train:
             keys += ["grad_norm", "steps", "last_loss"]
         return {k: tf.constant(0.0) for k in keys}
+
+
+def labels_for(y: tf.Tensor, predictions: tf.Tensor, task: str) -> tf.Tensor:
+    """The labels shaped as the model answers: class ids as they are, else [N, 1] or [N]."""
+    if task == "multiclass":
+        return y
+    return tf.reshape(y, (-1, 1) if predictions.shape.rank != 1 else (-1,))
+
+
+def example_losses(loss_fn: Callable, y: tf.Tensor, predictions: tf.Tensor, task: str,
+                   target_scale: tuple[float, float] | None = None) -> tf.Tensor:
+    """The loss of each example; a regression target is measured in standard units.
+
+    With `target_scale` (mean, std) the model answers in the target's own units
+    (its last layer scales back) and both sides are standardized here, so a
+    price in dollars and a rate in percent train at the same learning rate.
+    """
+    labels = labels_for(y, predictions, task)
+    if target_scale is not None:
+        mean, std = target_scale
+        labels = (tf.cast(labels, tf.float32) - mean) / std
+        predictions = (tf.cast(predictions, tf.float32) - mean) / std
+    values = loss_fn(labels, predictions)
+    if values.shape.rank == 0:  # a loss function that averaged the batch itself
+        values = tf.fill(tf.shape(predictions)[:1], values)
+    return per_example_mean(values)  # [N, T] per position -> [N]
 
 
 def per_example_mean(values: tf.Tensor) -> tf.Tensor:
