@@ -2,14 +2,19 @@
 
 Every method takes plain values (model name, version, label, request body) and
 returns the answer body or raises a ``ServingError``; the web layer only routes.
+Every request is counted in the Prometheus metrics, and every inference request
+also in its model version's statistics (``statistics``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import re
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -17,7 +22,7 @@ import numpy as np
 from serving import json_codec
 from serving.batching import Batcher
 from serving.errors import InvalidArgument, ServingError
-from serving.metrics import Metrics
+from serving.metrics import UNKNOWN_MODEL, Metrics, RequestTimes, VersionStatistics
 from serving.repository import ModelRepository
 from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
 
@@ -37,6 +42,24 @@ class _Plan:
     feed_names: tuple[str, ...]
     fetches: tuple[str, ...]
     queue: Any  # the batcher's queue; None when the call never merges with others
+
+
+@dataclasses.dataclass
+class _Request:
+    """An inference request in flight: the version it counts for, and its model call."""
+
+    servable: Servable | None = None
+    rows: int = 0
+    run_start: int = 0  # time.perf_counter_ns() readings
+    run_end: int = 0
+    run_ns: int = 0
+
+
+# The inference request this thread is answering; a merged batch runs in one of its
+# requests' threads, so its run is timed for that request.
+_REQUEST: contextvars.ContextVar[_Request | None] = contextvars.ContextVar(
+    "tfkit_request", default=None
+)
 
 
 class InferenceCore:
@@ -61,6 +84,25 @@ class InferenceCore:
         self.metrics = metrics or Metrics()
         self.batcher = batcher or Batcher()
         self.max_batch_rows = max_batch_rows or None
+        self._statistics: weakref.WeakKeyDictionary[Servable, VersionStatistics] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def statistics(self, servable: Servable) -> VersionStatistics:
+        """A loaded version's inference statistics, kept as long as the version is."""
+        statistics = self._statistics.get(servable)
+        if statistics is None:
+            statistics = self._statistics.setdefault(servable, VersionStatistics())
+        return statistics
+
+    @contextlib.contextmanager
+    def servable(self, name: str, version: int | None) -> Iterator[Servable]:
+        """``repository.servable``, noting the version an inference request counts for."""
+        with self.repository.servable(name, version) as servable:
+            request = _REQUEST.get()
+            if request is not None:
+                request.servable = servable
+            yield servable
 
     def status(self, name: str, version: str | None = None, label: str | None = None) -> bytes:
         """``GET /v1/models/{name}[/versions/{v}|/labels/{l}]``."""
@@ -107,7 +149,7 @@ class InferenceCore:
             doc = self._parse(body)
             signature_name = json_codec.signature_name(doc)
             number = self._version(name, version, label)
-            with self.repository.servable(name, number) as servable:
+            with self.servable(name, number) as servable:
                 signature = servable.signature(signature_name)
                 arrays, fmt = json_codec.decode_predict(doc, signature.inputs)
                 outputs = self.run(name, servable, signature, arrays, list(signature.outputs))
@@ -156,7 +198,7 @@ class InferenceCore:
         doc = self._parse(body)
         signature_name = json_codec.signature_name(doc)
         number = self._version(name, version, label)
-        with self.repository.servable(name, number) as servable:
+        with self.servable(name, number) as servable:
             what = "classification" if verb == "classify" else "regression"
             signature = _checked(servable.signature(signature_name), method, what)
             wanted = outputs_of(signature)
@@ -192,9 +234,22 @@ class InferenceCore:
         if plan is None:
             plan = servable.plans.setdefault(key, self._plan(name, servable, signature, key))
 
-        def run_fn(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
-            return servable.call(plan.feed_names, plan.fetches, batch.values())
+        statistics = self.statistics(servable)
 
+        def run_fn(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+            started = time.perf_counter_ns()
+            values = servable.call(plan.feed_names, plan.fetches, batch.values())
+            took = time.perf_counter_ns() - started
+            statistics.executed(_rows(batch), took)
+            runner = _REQUEST.get()
+            if runner is not None:
+                runner.run_ns += took
+            return values
+
+        request = _REQUEST.get()
+        if request is not None:
+            request.rows += _rows(arrays)
+            request.run_start = time.perf_counter_ns()
         try:
             values = self.batcher.run_queued(plan.queue, arrays, run_fn)
         except ServingError as exc:
@@ -204,6 +259,8 @@ class InferenceCore:
             error = ServingError(f"{hint}: {exc.message}")
             error.code = exc.code
             raise error from None
+        if request is not None:
+            request.run_end = time.perf_counter_ns()
         return {alias: np.asarray(value) for alias, value in zip(aliases, values, strict=True)}
 
     def _plan(self, name: str, servable: Servable, signature: Signature, key: tuple) -> _Plan:
@@ -234,8 +291,10 @@ class InferenceCore:
     def _observed(
         self, name: str, api: str, answer: Callable[[], T], infer: bool = False
     ) -> T:
-        start = time.perf_counter()
+        start = time.perf_counter_ns()
         status = "OK"
+        request = _Request() if infer else None
+        token = _REQUEST.set(request)
         try:
             if infer:
                 with self.batcher.arrival():
@@ -248,7 +307,26 @@ class InferenceCore:
             status = "INTERNAL"
             raise
         finally:
-            self.metrics.observe(name, api, status, time.perf_counter() - start)
+            _REQUEST.reset(token)
+            end = time.perf_counter_ns()
+            self.metrics.observe(self._label(name), api, status, (end - start) / 1e9)
+            if request is not None and request.servable is not None:
+                self._count(request, start, end, ok=status == "OK")
+
+    def _count(self, request: _Request, start: int, end: int, ok: bool) -> None:
+        """Adds an inference request to its model version's statistics."""
+        statistics = self.statistics(request.servable)
+        if not ok:
+            statistics.failed(end - start)
+        elif request.run_end:
+            statistics.succeeded(RequestTimes(
+                start, request.run_start, request.run_end, end, request.run_ns, request.rows
+            ))
+
+    def _label(self, name: str) -> str:
+        # A name from the request becomes a label value only when the server has that
+        # model: each value is a series for good, and a client may send any name.
+        return name if name in self.repository.names() else UNKNOWN_MODEL
 
     def _version(self, name: str, version: str | None, label: str | None) -> int | None:
         if label is not None:
@@ -263,6 +341,12 @@ class InferenceCore:
                 f"Expected a version number from 0 to {_MAX_VERSION}"
             )
         return int(digits)
+
+
+def _rows(arrays: dict[str, np.ndarray]) -> int:
+    """The first dimension of the inputs: the rows of a request, or of a merged batch."""
+    first = next(iter(arrays.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
 def _checked(signature: Signature, method: str, what: str) -> Signature:

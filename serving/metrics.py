@@ -1,24 +1,37 @@
-"""Prometheus metrics under TF Serving's names, in the text exposition format.
+"""Request metrics: Prometheus' under TF Serving's names, and per-version inference statistics.
 
 Each source of metrics (request counts and latencies here, the batcher's in
 ``serving/batching.py``) can export its raw numbers as a plain JSON-able
 ``State``, and renders from a ``Merged`` sum of any number of such states, so
 several worker processes can show one total (``serving/metric_snapshots.py``).
+
+Label values name only models the server has: a request names any model it
+likes, and each new label value is a new series kept for the life of the
+process, so unknown names all count under ``UNKNOWN_MODEL``.
+
+``VersionStatistics`` holds one model version's counts and times in the terms of
+Triton's statistics extension (``GET /v2/models/{m}/stats``).
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 # TF Serving measures request latency in microseconds, in exponential buckets
 # (10us * 1.8^i); this keeps 20 of them, 10us .. ~700s.
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(20))
+# The model_name label of requests for models the server does not have. Any UTF-8
+# text is a valid Prometheus label value (only label names are restricted); the
+# angle brackets keep it apart from the folder names models usually have.
+UNKNOWN_MODEL = "<unknown>"
 
 # metric name -> rows of [*label values, [numbers]]; numbers add up across processes.
 State = dict[str, list[list]]
@@ -88,7 +101,8 @@ class Metrics:
         """Records one request.
 
         Args:
-            model_name: The model asked for.
+            model_name: A model the server has, or ``UNKNOWN_MODEL``; never unchecked
+                request text, since every value is a series kept for good.
             api: ``predict``, ``classify``, ``regress``, ``status`` or ``metadata``.
             status: Canonical status name, ``"OK"`` on success.
             seconds: Time spent answering.
@@ -170,3 +184,95 @@ def histogram_lines(
     lines.append(f"{name}_sum{{{labels}}} {total:.6g}")
     lines.append(f"{name}_count{{{labels}}} {running}")
     return lines
+
+
+@dataclasses.dataclass
+class Duration:
+    """A count and a total time in nanoseconds: Triton's ``$duration_stat``."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestTimes:
+    """A successful inference request's ``time.perf_counter_ns()`` readings, and its rows."""
+
+    start: int
+    run_start: int  # inputs decoded: the model call begins (batcher included)
+    run_end: int  # outputs back from the batcher
+    end: int  # answer encoded
+    run_ns: int  # model runs that took place in this request's own thread
+    rows: int
+
+
+class VersionStatistics:
+    """Counts and cumulative times of one model version's inference requests and model runs.
+
+    A request's time splits into ``compute_input`` (parse and decode), ``queue``,
+    ``compute_infer`` and ``compute_output`` (encode). A batch of merged requests
+    runs in one of their threads: its run counts as that request's
+    ``compute_infer`` and as ``queue`` for the others, so the ``compute_infer``
+    total is the time the model actually ran.
+
+    Example:
+        >>> stats = VersionStatistics()
+        >>> stats.executed(rows=4, ns=900)
+        >>> stats.succeeded(RequestTimes(0, 100, 1100, 1200, run_ns=900, rows=4))
+        >>> stats.as_json()["inference_stats"]["success"]
+        {'count': 1, 'ns': 1200}
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._phases = {name: Duration() for name in (
+            "success", "fail", "queue", "compute_input", "compute_infer", "compute_output")}
+        self._batches: dict[int, Duration] = {}
+        self._inference_count = 0
+        self._execution_count = 0
+        self._last_inference_ms = 0
+
+    def executed(self, rows: int, ns: int) -> None:
+        """Records one successful model run on a batch of ``rows``, taking ``ns``."""
+        with self._lock:
+            self._execution_count += 1
+            self._batches.setdefault(rows, Duration()).add(ns)
+
+    def succeeded(self, times: RequestTimes) -> None:
+        """Records an answered request: its rows and where its time went."""
+        with self._lock:
+            self._last_inference_ms = time.time_ns() // 1_000_000
+            self._inference_count += times.rows
+            self._phases["success"].add(times.end - times.start)
+            self._phases["compute_input"].add(times.run_start - times.start)
+            self._phases["queue"].add(times.run_end - times.run_start - times.run_ns)
+            self._phases["compute_infer"].add(times.run_ns)
+            self._phases["compute_output"].add(times.end - times.run_end)
+
+    def failed(self, ns: int) -> None:
+        """Records a request for this version that got an error after ``ns``."""
+        with self._lock:
+            self._last_inference_ms = time.time_ns() // 1_000_000
+            self._phases["fail"].add(ns)
+
+    def as_json(self) -> dict[str, Any]:
+        """Triton's ``$model_stat``, but for ``name`` and ``version``."""
+        with self._lock:
+            phases = {name: dataclasses.asdict(d) for name, d in self._phases.items()}
+            batches = [{"batch_size": rows, "compute_infer": dataclasses.asdict(d)}
+                       for rows, d in sorted(self._batches.items())]
+            return {
+                "last_inference": self._last_inference_ms,
+                "inference_count": self._inference_count,
+                "execution_count": self._execution_count,
+                # No response cache: no hits and no misses.
+                "inference_stats": {**phases, "cache_hit": {"count": 0, "ns": 0},
+                                    "cache_miss": {"count": 0, "ns": 0}},
+                "response_stats": {},  # only decoupled models (several responses) have these
+                "batch_stats": batches,
+                "memory_usage": [],
+            }

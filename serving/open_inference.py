@@ -8,6 +8,11 @@ carries ``parameters.binary_data_size``), and outputs asked for with
 the same way. Inputs and outputs are a signature's (``serving_default`` unless
 the request's ``parameters.signature_name`` names another); shapes include the
 batch dimension, so requests go through the same batcher as ``:predict``.
+
+Triton's extensions that its clients call are answered as Triton answers them
+(its messages and status codes too): model configuration, the repository index
+(load and unload are refused, as Triton refuses them when it polls its
+repository), and per-version statistics counted by the inference core.
 """
 
 from __future__ import annotations
@@ -18,19 +23,21 @@ import math
 import struct
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from tensorflow.core.framework import tensor_shape_pb2
 
 from serving import json_codec
-from serving.errors import InvalidArgument, NotFound, Unimplemented
+from serving.errors import InvalidArgument, NotFound, ServingError, Unimplemented
 from serving.inference import InferenceCore
+from serving.repository import VersionStatus
 from serving.servable import DEFAULT_SIGNATURE, Servable, TensorSpec
 
 SERVER_NAME = "tfkit"
-EXTENSIONS = ("binary_tensor_data",)
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
 PLATFORM = "tensorflow_savedmodel"
+BACKEND = "tensorflow"
 # TF Serving's dtype names → the protocol's tensor data types.
 DATATYPES = {
     "DT_BOOL": "BOOL",
@@ -48,6 +55,8 @@ DATATYPES = {
     "DT_DOUBLE": "FP64",
     "DT_STRING": "BYTES",
 }
+# Triton's repository index states, by TF Serving's version states.
+_INDEX_STATES = {"AVAILABLE": "READY", "END": "UNAVAILABLE"}
 _LENGTH = struct.Struct("<I")  # a BYTES element's length prefix in binary data
 # JSON number kinds numpy may infer, by the kind of dtype they may feed.
 _JSON_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf", "c": "iuf"}
@@ -81,6 +90,12 @@ class InferResponse:
     header_length: int | None = None
 
 
+class Unavailable(ServingError):
+    """Triton's answer to load and unload requests, and for a version that failed to load."""
+
+    code = "UNAVAILABLE"
+
+
 class OpenInference:
     """Answers the Open Inference Protocol from the same models and batcher as TF Serving's API.
 
@@ -108,9 +123,9 @@ class OpenInference:
         return self._server_metadata
 
     def server_ready(self) -> bool:
-        """``GET /v2/health/ready``: every configured model has a version being served."""
+        """``GET /v2/health/ready``: there are models, and each has a version being served."""
         names = self.core.repository.names()
-        return all(self._available(name) for name in names)
+        return bool(names) and all(self._available(name) for name in names)
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """``GET /v2/models/{name}[/versions/{v}]/ready``.
@@ -161,7 +176,7 @@ class OpenInference:
             if not isinstance(signature_name, str):
                 raise InvalidArgument("parameters.signature_name must be a string")
             number = self.core._version(name, version, None)  # noqa: SLF001
-            with self.core.repository.servable(name, number) as servable:
+            with self.core.servable(name, number) as servable:
                 signature = servable.signature(signature_name)
                 table = self._table(servable, signature.name)
                 arrays = _decode_inputs(doc, table, binary, name)
@@ -171,12 +186,120 @@ class OpenInference:
 
         return self.core._observed(name, "infer", answer, infer=True)  # noqa: SLF001
 
-    def _available(self, name: str, version: int | None = None) -> set[int]:
+    def model_config(self, name: str, version: str | None = None) -> bytes:
+        """``GET /v2/models/{name}[/versions/{v}]/config``: Triton's ``ModelConfig`` as JSON.
+
+        ``max_batch_size`` is 0, so ``dims`` are the default signature's whole shapes
+        (batch dimension included), as in the model metadata.
+
+        Raises:
+            ServingError: Triton's errors for an unknown model or a version not served.
+        """
+        number = self.core._version(name, version, None)  # noqa: SLF001
         try:
-            states = self.core.repository.status(name, version)
+            with self.core.repository.servable(name, number) as servable:
+                table = self._table(servable, DEFAULT_SIGNATURE)
         except NotFound:
-            return set()
-        return {s.version for s in states if s.state == "AVAILABLE"}
+            raise self._not_served(name, number) from None
+        return json_codec.dumps({
+            "name": name,
+            "platform": PLATFORM,
+            "backend": BACKEND,
+            "max_batch_size": 0,
+            "input": [{"name": t.spec.alias, "data_type": _config_type(t.datatype),
+                       "format": "FORMAT_NONE", "dims": t.shape}
+                      for t in table.inputs.values()],
+            "output": [{"name": t.spec.alias, "data_type": _config_type(t.datatype),
+                        "dims": t.shape, "label_filename": ""}
+                       for t in table.outputs.values()],
+        })
+
+    def repository_index(self, body: bytes) -> bytes:
+        """``POST /v2/repository/index``: every model's versions and their states.
+
+        Args:
+            body: Empty, or ``{"ready": true}`` for only the versions being served.
+        """
+        ready_only = False
+        if body.strip():
+            ready_only = _object(json_codec.parse_body(body), "the index request").get(
+                "ready", False)
+            if not isinstance(ready_only, bool):
+                raise InvalidArgument("Invalid value for 'ready': expected a boolean")
+        index = []
+        for name in self.core.repository.names():
+            states = self._states(name)  # none: configured, but no version folder yet
+            if not states and not ready_only:
+                index.append({"name": name})
+            for status in sorted(states, key=lambda s: s.version):
+                entry = {"name": name, "version": str(status.version),
+                         "state": _INDEX_STATES.get(status.state, "UNAVAILABLE")}
+                if status.error_message:
+                    entry["reason"] = status.error_message
+                if entry["state"] == "READY" or not ready_only:
+                    index.append(entry)
+        return json_codec.dumps(index)
+
+    def model_control(self) -> NoReturn:
+        """``POST /v2/repository/models/{name}/(load|unload)``: refused, as Triton does when
+        it polls its repository; this server follows its repository by itself.
+
+        Raises:
+            Unavailable: Always.
+        """
+        raise Unavailable(
+            "explicit model load / unload is not allowed if polling is enabled"
+        )
+
+    def statistics(self, name: str | None = None, version: str | None = None) -> bytes:
+        """``GET /v2/models[/{name}[/versions/{v}]]/stats``: each served version's statistics.
+
+        Raises:
+            InvalidArgument: The model, or that version of it, is not being served.
+        """
+        if name is None:
+            served = {model: self._available(model) for model in self.core.repository.names()}
+        else:
+            number = self.core._version(name, version, None)  # noqa: SLF001
+            versions = self._available(name)
+            if not versions:
+                raise InvalidArgument(f"requested model '{name}' is not available")
+            if number is not None and number not in versions:
+                raise InvalidArgument(
+                    f"requested model version is not available for model '{name}'"
+                )
+            served = {name: versions if number is None else {number}}
+        stats = []
+        for model, versions in served.items():
+            for number in sorted(versions):
+                try:
+                    with self.core.repository.servable(model, number) as servable:
+                        numbers = self.core.statistics(servable).as_json()
+                except NotFound:  # unloaded since it was listed
+                    continue
+                stats.append({"name": model, "version": str(number), **numbers})
+        return json_codec.dumps({"model_stats": stats})
+
+    def _not_served(self, name: str, number: int | None) -> ServingError:
+        """Triton's error for a model, or a version of it, that is not being served."""
+        if name not in self.core.repository.names():
+            return InvalidArgument(f"Request for unknown model: '{name}' is not found")
+        if number is None:
+            return NotFound(f"Request for unknown model: '{name}' has no available versions")
+        if number in {s.version for s in self._states(name)}:  # it failed to load
+            return Unavailable(
+                f"Request for unknown model: '{name}' version {number} is not at ready state"
+            )
+        return NotFound(f"Request for unknown model: '{name}' version {number} is not found")
+
+    def _states(self, name: str, version: int | None = None) -> list[VersionStatus]:
+        try:
+            return self.core.repository.status(name, version)
+        except NotFound:
+            return []
+
+    def _available(self, name: str, version: int | None = None) -> set[int]:
+        return {s.version for s in self._states(name, version) if s.state == "AVAILABLE"}
 
     def _table(self, servable: Servable, signature_name: str) -> _Table:
         tables = self._tables.get(servable)
@@ -193,6 +316,11 @@ class OpenInference:
                          for a, s in signature.outputs.items()},
             )
         return table
+
+
+def _config_type(datatype: str) -> str:
+    """A protocol datatype as a Triton model configuration's ``data_type``."""
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 
 
 def _tensor(spec: TensorSpec, shape: tensor_shape_pb2.TensorShapeProto) -> _Tensor:

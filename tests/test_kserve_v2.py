@@ -102,8 +102,20 @@ def test_raw_json_without_content_type(server):
         "outputs": [{"name": "y", "datatype": "FP32", "shape": [2, 2],
                      "data": [2.5, 3.0, 3.5, 4.0]}],
     }
-    assert requests.get(f"{server.url}/v2/health/live", timeout=TIMEOUT).content == b""
     assert requests.get(f"{server.url}/v2", timeout=TIMEOUT).json()["name"] == "tfkit"
+
+
+@pytest.mark.parametrize("path, status, answer", [
+    ("/v2/health/live", 200, {"live": True}),
+    ("/v2/health/ready", 200, {"ready": True}),
+    ("/v2/models/mlp/ready", 200, {"name": "mlp", "ready": True}),
+    ("/v2/models/mlp/versions/1/ready", 200, {"name": "mlp", "ready": True}),
+    ("/v2/models/mlp/versions/7/ready", 400, {"name": "mlp", "ready": False}),
+])
+def test_health_answers_are_json(server, path, status, answer):
+    response = requests.get(server.url + path, timeout=TIMEOUT)
+    assert (response.status_code, response.json()) == (status, answer)
+    assert response.headers["Content-Type"] == "application/json"
 
 
 def test_32_concurrent_clients_over_http(server, mlp):
@@ -196,11 +208,24 @@ def test_unknown_models_and_readiness(client):
     assert client.get("/v2/models/nope").status_code == 404
     assert client.get("/v2/models/nope/ready").status_code == 404
     assert _infer(client, "nope", _x([1.0], [1, 1])).status_code == 404
-    assert client.get("/v2/models/half_plus_two/ready").status_code == 200
-    assert client.get("/v2/models/half_plus_two/versions/9/ready").status_code == 400
+    assert client.get("/v2/models/half_plus_two/ready").json == {
+        "name": "half_plus_two", "ready": True}
+    not_ready = client.get("/v2/models/half_plus_two/versions/9/ready")
+    assert (not_ready.status_code, not_ready.json) == (
+        400, {"name": "half_plus_two", "ready": False})
     # bad_half_plus_two is configured but failed to load: the server is not ready.
-    assert client.get("/v2/health/ready").status_code == 400
-    assert client.get("/v2/health/live").status_code == 200
+    ready = client.get("/v2/health/ready")
+    assert (ready.status_code, ready.json) == (503, {"ready": False})
+    assert client.get("/v2/health/live").json == {"live": True}
+
+
+def test_no_model_is_not_ready(tmp_path):
+    from serving import create_app
+
+    app = create_app({"MODELS": str(tmp_path), "FILE_SYSTEM_POLL_WAIT_SECONDS": 0})
+    response = app.test_client().get("/v2/health/ready")
+    assert (response.status_code, response.json) == (503, {"ready": False})
+    assert app.test_client().get("/v2/health/live").status_code == 200
 
 
 def test_non_finite_outputs_written_as_tokens(client):

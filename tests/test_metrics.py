@@ -1,9 +1,27 @@
-"""Prometheus metrics: TF Serving's names, and several processes' numbers summed into one."""
+"""Prometheus metrics: TF Serving's names, several processes' numbers summed into one, and
+label values only for models the server has."""
 
 import json
+import random
+import shutil
+
+import pytest
+import requests
+from conftest import REFERENCE_MODELS, TESTDATA
 
 from serving.batching import BatchMetrics
-from serving.metrics import LATENCY_BUCKETS_US, REQUEST_COUNT, Metrics, merge_states
+from serving.metrics import (
+    LATENCY_BUCKETS_US,
+    REQUEST_COUNT,
+    UNKNOWN_MODEL,
+    Metrics,
+    RequestTimes,
+    VersionStatistics,
+    merge_states,
+)
+
+RANDOM_NAMES = 5000
+TIMEOUT = 10
 
 
 def _series(text: str) -> dict[str, float]:
@@ -69,3 +87,72 @@ def test_one_process_renders_as_before_state_and_merge():
     metrics = _worker_metrics(2, 0.02)
     assert metrics.render() == metrics.render(merge_states([metrics.state()]))
     assert f'{REQUEST_COUNT}{{model_name="m",status="OK"}} 2\n' in metrics.render()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, start_server):
+    repo = tmp_path_factory.mktemp("metrics-models")
+    shutil.copytree(TESTDATA / REFERENCE_MODELS["half_plus_two"], repo / "half_plus_two")
+    return start_server(["--models", str(repo), "--workers", "1",
+                         "--file_system_poll_wait_seconds", "0"], "/v1/models/half_plus_two")
+
+
+def _unknown_model_calls(url: str):
+    """Requests for a named model, one per API that counts requests: (method, url, body)."""
+    x = {"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}
+    return [
+        lambda name: ("POST", f"{url}/v1/models/{name}:predict", {"instances": [1.0]}),
+        lambda name: ("POST", f"{url}/v2/models/{name}/infer", {"inputs": [x]}),
+        lambda name: ("GET", f"{url}/v1/models/{name}", None),
+        lambda name: ("GET", f"{url}/v2/models/{name}", None),
+    ]
+
+
+def test_requests_for_unknown_models_leave_the_scrape_flat(server):
+    calls = _unknown_model_calls(server.url)
+    rng = random.Random(0)
+    names = [f"m{rng.getrandbits(64):016x}" for _ in range(RANDOM_NAMES)]
+    scrape = f"{server.url}/monitoring/prometheus/metrics"
+    with requests.Session() as session:  # keep-alive: one connection for all
+        for call in calls:  # once each first: the unknown-model series exist from here on
+            method, url, body = call("not_yet_seen")
+            assert session.request(method, url, json=body, timeout=TIMEOUT).status_code == 404
+        before = session.get(scrape, timeout=TIMEOUT).text
+        for i, name in enumerate(names):
+            method, url, body = calls[i % len(calls)](name)
+            response = session.request(method, url, json=body, timeout=TIMEOUT)
+            assert response.status_code == 404, response.text
+        after = session.get(scrape, timeout=TIMEOUT).text
+
+    assert sorted(_series(after)) == sorted(_series(before))
+    # Only counters' digits grow: 1 -> 1251 on some 90 lines.
+    assert len(after.encode()) - len(before.encode()) < 400
+    unknown = f'{REQUEST_COUNT}{{model_name="{UNKNOWN_MODEL}",status="NOT_FOUND"}}'
+    assert _series(after)[unknown] == len(calls) + RANDOM_NAMES
+    assert not [name for name in names if name in after]
+
+
+def test_known_models_keep_their_label(server):
+    with requests.Session() as session:
+        predict = session.post(f"{server.url}/v1/models/half_plus_two:predict",
+                               json={"instances": [1.0]}, timeout=TIMEOUT)
+        assert predict.json() == {"predictions": [2.5]}
+        text = session.get(f"{server.url}/monitoring/prometheus/metrics", timeout=TIMEOUT).text
+    assert _series(text)[f'{REQUEST_COUNT}{{model_name="half_plus_two",status="OK"}}'] >= 1
+
+
+def test_version_statistics_split_a_request_into_its_phases():
+    stats = VersionStatistics()
+    stats.executed(rows=3, ns=700)
+    stats.succeeded(RequestTimes(start=0, run_start=100, run_end=1000, end=1200, run_ns=700,
+                                 rows=3))
+    stats.failed(50)
+    numbers = stats.as_json()
+    assert (numbers["inference_count"], numbers["execution_count"]) == (3, 1)
+    assert numbers["inference_stats"]["success"] == {"count": 1, "ns": 1200}
+    assert numbers["inference_stats"]["fail"] == {"count": 1, "ns": 50}
+    assert numbers["inference_stats"]["compute_input"] == {"count": 1, "ns": 100}
+    assert numbers["inference_stats"]["queue"] == {"count": 1, "ns": 200}
+    assert numbers["inference_stats"]["compute_infer"] == {"count": 1, "ns": 700}
+    assert numbers["inference_stats"]["compute_output"] == {"count": 1, "ns": 200}
+    assert numbers["batch_stats"] == [{"batch_size": 3, "compute_infer": {"count": 1, "ns": 700}}]

@@ -1,9 +1,12 @@
-"""The Open Inference Protocol's REST routes (``/v2/...``): parse the URL, call the core, answer."""
+"""The Open Inference Protocol's REST routes (``/v2/...``), Triton's extensions included."""
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from flask import Blueprint, Response, current_app, request
 
+from serving import json_codec
 from serving.errors import InvalidArgument
 from serving.open_inference import OpenInference
 
@@ -17,36 +20,65 @@ def _v2() -> OpenInference:
     return current_app.extensions[EXTENSION]
 
 
-def _health(ok: bool) -> Response:
-    # The protocol's health answers are the status alone: 200 true, 4xx false.
-    return Response(status=200 if ok else 400)
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype="application/json")
 
 
 @blueprint.get("/v2")
 def server_metadata() -> Response:
-    return Response(_v2().server_metadata(), mimetype="application/json")
+    return _json(_v2().server_metadata())
 
 
 @blueprint.get("/v2/health/live")
 def live() -> Response:
-    return _health(True)
+    return _json(json_codec.dumps({"live": True}))
 
 
 @blueprint.get("/v2/health/ready")
 def ready() -> Response:
-    return _health(_v2().server_ready())
+    # 503, not the protocol's 4xx: a readiness probe (and KServe's own server) reads
+    # "not ready" as "send no traffic yet", which is what 503 means.
+    ok = _v2().server_ready()
+    return _json(json_codec.dumps({"ready": ok}), 200 if ok else 503)
 
 
 @blueprint.get("/v2/models/<name>/ready")
 @blueprint.get("/v2/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None) -> Response:
-    return _health(_v2().model_ready(name, version))
+    # The protocol: 200 ready, 4xx not (Triton answers 400; KServe's client takes any
+    # error status as "not ready"). An unknown model is a 404 error instead.
+    ok = _v2().model_ready(name, version)
+    return _json(json_codec.dumps({"name": name, "ready": ok}), 200 if ok else 400)
 
 
 @blueprint.get("/v2/models/<name>")
 @blueprint.get("/v2/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None) -> Response:
-    return Response(_v2().model_metadata(name, version), mimetype="application/json")
+    return _json(_v2().model_metadata(name, version))
+
+
+@blueprint.get("/v2/models/<name>/config")
+@blueprint.get("/v2/models/<name>/versions/<version>/config")
+def model_config(name: str, version: str | None = None) -> Response:
+    return _json(_v2().model_config(name, version))
+
+
+@blueprint.get("/v2/models/stats")
+@blueprint.get("/v2/models/<name>/stats")
+@blueprint.get("/v2/models/<name>/versions/<version>/stats")
+def statistics(name: str | None = None, version: str | None = None) -> Response:
+    return _json(_v2().statistics(name, version))
+
+
+@blueprint.post("/v2/repository/index")
+def repository_index() -> Response:
+    return _json(_v2().repository_index(request.get_data(cache=False)))
+
+
+@blueprint.post("/v2/repository/models/<name>/load")
+@blueprint.post("/v2/repository/models/<name>/unload")
+def model_control(name: str) -> NoReturn:
+    _v2().model_control()
 
 
 @blueprint.post("/v2/models/<name>/infer")
