@@ -190,6 +190,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     # TensorFlow's own INFO lines ("Restoring parameters from ...") repeat serving's.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    logger.info("Serving %s", _check_model_source(args))
     port = args.rest_api_port or args.port or DEFAULT_PORT
     app_config: dict[str, Any] = {
         "FILE_SYSTEM_POLL_WAIT_SECONDS": args.file_system_poll_wait_seconds,
@@ -241,6 +242,64 @@ def run_serve(args: argparse.Namespace) -> int:
         if metrics_dir and os.getpid() == master:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+_EXPORT_HINT = (
+    "export a model first, e.g. `tfkit train --data penguins --target species --export "
+    "models` (writes models/penguins/1/), then `tfkit serve --models models`"
+)
+
+
+def _check_model_source(args: argparse.Namespace) -> str:
+    """Stops at once, naming the flag and folder, when the models to serve are not there.
+
+    Checked in gunicorn's master, before any worker starts: a worker would otherwise
+    serve nothing and poll a missing folder forever. The flags (or their ``TFKIT_``
+    variables) are read in the app's order: config file, then base path, then
+    repository folder. A configured model whose base path is missing is only
+    logged (by the repository), as TF Serving does: it may appear later.
+
+    Returns:
+        What will be served, for the start-up log line.
+    """
+    config_file = args.model_config_file or os.environ.get("TFKIT_MODEL_CONFIG_FILE")
+    if config_file:
+        from serving.model_config import load_model_config  # pure Python: no TensorFlow
+
+        try:
+            sources = load_model_config(config_file)
+        except FileNotFoundError:
+            raise SystemExit(
+                f"tfkit serve: --model_config_file {config_file}: no such file. Give a TF "
+                "Serving model config (model_config_list { config { name: ... base_path: "
+                "... } }), or pass --models DIR to serve every model in a folder"
+            ) from None
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise SystemExit(f"tfkit serve: --model_config_file {config_file}: {exc}") from None
+        if not sources:
+            raise SystemExit(
+                f"tfkit serve: --model_config_file {config_file} configures no model: add "
+                "model_config_list { config { name: ... base_path: ... } }"
+            )
+        return f"the models configured in {config_file}"
+    base_path = args.model_base_path or os.environ.get("TFKIT_MODEL_BASE_PATH")
+    if base_path:
+        if not os.path.isdir(base_path):
+            raise SystemExit(
+                f"tfkit serve: --model_base_path {base_path}: no such folder. Give the folder "
+                "holding one model's numbered version folders (e.g. models/penguins, with "
+                f"models/penguins/1/ in it), or pass --models DIR; or {_EXPORT_HINT}"
+            )
+        return f"{base_path} as model {args.model_name or 'default'}"
+    models = args.models or os.environ.get("TFKIT_MODELS") or "models"
+    if not os.path.isdir(models):
+        named = f"--models {models}" if args.models else f"{models} (the default for --models)"
+        what = "not a folder" if os.path.exists(models) else "no such folder"
+        raise SystemExit(
+            f"tfkit serve: {named}: {what}. Pass --models DIR, a folder with one "
+            f"sub-folder per model (DIR/NAME/1/saved_model.pb); or {_EXPORT_HINT}"
+        )
+    return f"the model repository {models}"
 
 
 def _access_config(args: argparse.Namespace) -> dict[str, Any]:

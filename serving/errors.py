@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 # TF Serving's http_server.cc maps canonical codes to HTTP statuses this way; the
 # app's error handler is the only place that reads this table.
 HTTP_STATUS = {
@@ -85,12 +88,90 @@ def code_name(tf_error_code: int) -> str:
     return "UNKNOWN"
 
 
-def from_tf_error(exc: Exception) -> ServingError:
-    """Wraps a TensorFlow ``OpError`` (or any exception) raised by a model run."""
+def from_tf_error(exc: Exception, inputs: Sequence[tuple[str, str]] = ()) -> ServingError:
+    """Wraps a TensorFlow ``OpError`` (or any exception) raised by a model run.
+
+    The message is TensorFlow's, without what only the server's own debugging
+    needs (see ``client_message``); a dtype mismatch on a fed tensor names the
+    request input instead of the graph node.
+
+    Args:
+        exc: The error the run raised.
+        inputs: ``(graph tensor name, request input name)`` of each fed tensor, in
+            the order fed.
+    """
     name = code_name(getattr(exc, "error_code", 2))
-    error = ServingError(getattr(exc, "message", None) or str(exc))
+    text = getattr(exc, "message", None) or str(exc)
+    error = ServingError(_fed_dtype_message(text, inputs) or client_message(text))
     error.code = name
     return error
+
+
+# What TensorFlow appends to an error for whoever debugs the graph, never for a
+# client: the node ("\n\t [[{{node _arg_x2_0_0}}]]"), the eager op
+# ("[Op:MatMul] name: "), the Python stack that built the node, object reprs.
+_NODE = re.compile(r"\s*\[\[\{\{(?:function_)?node [^}]*\}\}[^\]]*\]\]")
+_NODE_REF = re.compile(r"\s*\{\{(?:function_)?node [^}]*\}\}")
+_EAGER_OP = re.compile(r"\s*\[Op:[^\]]*\](?:\s*name:[^\n]*)?")
+_DEBUG_TAIL = re.compile(
+    r"\s*(?:Traceback \(most recent call last\)|Errors may have originated from an input "
+    r"operation|Original stack trace for|Detected at node|Caused by op|Call stack:).*",
+    re.DOTALL,
+)
+_DEFINED_AT = re.compile(r"\s*\(defined at [^)]*\)")
+_OBJECT_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
+# An absolute file path of two or more parts (a URL path in our own messages is never
+# passed through here).
+_FILE_PATH = re.compile(r"(?<![\w.:/])(?:/[\w.@+~-]+){2,}/?")
+_FED_DTYPE = re.compile(
+    r"Type mismatch: actual (\w+) vs\. expect (\w+)\s*\[\[\{\{node _arg_(\S+)_(\d+)\}\}"
+)
+
+
+def client_message(text: str) -> str:
+    """An error text from TensorFlow (or another library) as a client may see it.
+
+    Graph node annotations, eager op names, stack traces, object reprs and
+    absolute file paths are removed: they say nothing a client can act on and
+    describe the server's insides.
+
+    Example:
+        >>> client_message("Incompatible shapes: [2] vs. [3] [[{{node add}}]]")
+        'Incompatible shapes: [2] vs. [3]'
+    """
+    text = _DEBUG_TAIL.sub("", text)
+    for pattern in (_NODE, _NODE_REF, _EAGER_OP, _DEFINED_AT):
+        text = pattern.sub("", text)
+    text = _OBJECT_REPR.sub("<object>", text)
+    text = _FILE_PATH.sub("<path>", text)
+    return " ".join(text.split()) or "The model run failed"
+
+
+def _fed_dtype_message(text: str, inputs: Sequence[tuple[str, str]]) -> str:
+    """TensorFlow's dtype mismatch on a fed tensor, told by the request input's name.
+
+    A callable names its feed nodes ``_arg_<tensor, ":" as "_">_<index>``, e.g.
+    ``_arg_x2_0_1`` for ``x2:0`` fed second. A string fed to a numeric input only
+    happens through ``:classify`` and ``:regress``, which feed serialized
+    ``tf.Example`` strings whatever the signature declares.
+    """
+    match = _FED_DTYPE.search(text)
+    if match is None:
+        return ""
+    actual, expected, node, index = match.groups()
+    position = int(index)
+    if position >= len(inputs) or node != inputs[position][0].replace(":", "_"):
+        return ""
+    message = (
+        f"Input '{inputs[position][1]}' takes DT_{expected.upper()} values, "
+        f"but was fed DT_{actual.upper()}"
+    )
+    if actual == "string":
+        message += (
+            ". :classify and :regress feed serialized tf.Example strings; for this "
+            "signature, call :predict with its \"signature_name\" instead"
+        )
+    return message
 
 
 class Unauthenticated(ServingError):

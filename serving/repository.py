@@ -10,7 +10,7 @@ import pathlib
 import threading
 from collections.abc import Callable, Iterator
 
-from serving.errors import InvalidArgument, NotFound, code_name
+from serving.errors import InvalidArgument, NotFound, client_message, code_name
 from serving.model_config import ModelSource
 from serving.servable import Servable
 
@@ -41,6 +41,7 @@ class _Model:
     source: ModelSource
     servables: dict[int, Servable]
     failures: dict[int, _Failure]
+    problem: str = ""  # why no version was found, as a client may read it; "" when one was
 
 
 def version_folders(base_path: pathlib.Path) -> dict[int, pathlib.Path]:
@@ -80,7 +81,9 @@ class ModelRepository:
         self._poll_seconds = poll_seconds
         self._loader = loader
         self._models: dict[str, _Model] = {}
+        self._notices: dict[str, str] = {}  # what was last logged about each problem
         self._poll_lock = threading.Lock()  # one poll at a time
+        self.polls = 0  # polls finished so far, failed ones too
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -88,25 +91,36 @@ class ModelRepository:
         """Brings the served versions in line with the repository, once."""
         with self._poll_lock:
             try:
-                sources = {source.name: source for source in self._discover()}
-            except OSError as exc:
-                logger.error("Cannot list model sources: %s", exc)
-                return
-            models = {}
-            for name, source in sources.items():
-                models[name] = self._update(self._models.get(name), source)
-            dropped = [m for n, m in self._models.items() if n not in models]
-            old = self._models
-            self._models = models  # the atomic swap
-            for model in dropped:
-                for servable in model.servables.values():
-                    servable.retire()
-            for name, model in models.items():
-                previous = old.get(name)
-                if previous is not None:
-                    for version, servable in previous.servables.items():
-                        if model.servables.get(version) is not servable:
-                            servable.retire()
+                self._poll()
+            finally:
+                self.polls += 1
+
+    def _poll(self) -> None:
+        try:
+            sources = {source.name: source for source in self._discover()}
+        except OSError as exc:
+            # The served models stay as they are: a repository folder that is briefly
+            # missing (a remount, a redeploy) must not unload them.
+            self._notice("repository", logging.ERROR, f"Cannot list the model repository: {exc}")
+            return
+        self._notice("repository", logging.WARNING, "" if sources else _NO_MODELS)
+        models = {}
+        for name, source in sources.items():
+            models[name] = self._update(self._models.get(name), source)
+        for name in self._models.keys() - models.keys():
+            self._notice(f"model {name}", logging.WARNING, "")
+        dropped = [m for n, m in self._models.items() if n not in models]
+        old = self._models
+        self._models = models  # the atomic swap
+        for model in dropped:
+            for servable in model.servables.values():
+                servable.retire()
+        for name, model in models.items():
+            previous = old.get(name)
+            if previous is not None:
+                for version, servable in previous.servables.items():
+                    if model.servables.get(version) is not servable:
+                        servable.retire()
 
     def _update(self, model: _Model | None, source: ModelSource) -> _Model:
         servables = dict(model.servables) if model else {}
@@ -126,14 +140,30 @@ class ModelRepository:
                     servables[version] = self._loader(on_disk[version], version)
                 except Exception as exc:  # noqa: BLE001 - any load failure must not stop serving
                     failures[version] = _failure(on_disk[version], exc, source.name)
+                    # Once per folder state: a failed folder is retried only when it changes.
                     logger.error(
                         "Failed to load %s version %d from %s: %s",
-                        source.name, version, on_disk[version], failures[version].error_message,
+                        source.name, version, on_disk[version],
+                        getattr(exc, "message", None) or exc,
                     )
                 else:
                     logger.info("Loaded %s version %d", source.name, version)
         kept = {v: s for v, s in servables.items() if v in wanted}
-        return _Model(source, kept, failures)
+        problem, log_text = ("", "") if kept or failures else _no_versions(source, on_disk)
+        self._notice(f"model {source.name}", logging.WARNING, log_text)
+        return _Model(source, kept, failures, problem)
+
+    def _notice(self, key: str, level: int, text: str) -> None:
+        """Logs ``text`` once while it stays the same for ``key``; "" means all is well again.
+
+        A poll that finds the same problem as the last one stays quiet; a different
+        problem, or the same one after it went away, is logged again.
+        """
+        if not text:
+            self._notices.pop(key, None)
+        elif self._notices.get(key) != text:
+            self._notices[key] = text
+            logger.log(level, "%s", text)
 
     def start(self) -> None:
         """Starts polling in a daemon thread (no-op when ``poll_seconds`` <= 0)."""
@@ -153,8 +183,13 @@ class ModelRepository:
         while not self._stop.wait(self._poll_seconds):
             try:
                 self.poll()
-            except Exception:  # a poll must never kill the watcher
-                logger.exception("Model repository poll failed")
+            except Exception as exc:  # a poll must never kill the watcher
+                text = f"Model repository poll failed: {type(exc).__name__}: {exc}"
+                if self._notices.get("poll") != text:  # its stack once, not on every poll
+                    self._notices["poll"] = text
+                    logger.exception("%s", text)
+            else:
+                self._notices.pop("poll", None)
 
     def base_paths(self) -> list[pathlib.Path]:
         """Where the configured models' version folders live (never shown to clients)."""
@@ -163,6 +198,15 @@ class ModelRepository:
     def names(self) -> list[str]:
         """Names of the configured models."""
         return sorted(self._models)
+
+    def ready(self) -> bool:
+        """Whether there is a model to serve and every configured model serves a version.
+
+        False with no models at all (an empty repository folder) and while any
+        configured model has no loaded version (none found, or all failed to load).
+        """
+        models = self._models
+        return bool(models) and all(model.servables for model in models.values())
 
     @contextlib.contextmanager
     def servable(
@@ -222,7 +266,8 @@ class ModelRepository:
             if not states:
                 raise NotFound(f"Could not find version {version} of model {name}")
         if not states:
-            raise NotFound(f"Could not find any versions of model {name}")
+            reason = f": {model.problem}" if model is not None and model.problem else ""
+            raise NotFound(f"Could not find any versions of model {name}{reason}")
         return sorted(states, key=lambda s: s.version, reverse=True)
 
     def label_version(self, name: str, label: str) -> int:
@@ -236,6 +281,38 @@ class ModelRepository:
         if version is None:
             raise InvalidArgument(f"Unrecognized servable version label: {label}")
         return version
+
+
+_NO_MODELS = (
+    "No models to serve: the model repository has no model folders. A model is a "
+    "sub-folder holding numbered version folders (models/NAME/1/saved_model.pb); export "
+    "one with `tfkit train ... --export DIR` (or tfkit.export_model) into the folder "
+    "given to --models"
+)
+
+
+def _no_versions(source: ModelSource, on_disk: dict[int, pathlib.Path]) -> tuple[str, str]:
+    """Why a model has no version: for its status answer (no server paths) and the log."""
+    name, base = source.name, source.base_path
+    if not base.is_dir():
+        return (
+            "its base path does not exist on the server",
+            f"Could not find base path {base} for servable {name}: no such folder",
+        )
+    if not on_disk:
+        return (
+            "no numbered version folder (e.g. 1/) under its base path",
+            f"No versions of servable {name} found under base path {base}. Did you forget to "
+            "name your leaf directory as a number (eg. '/1/')?",
+        )
+    # Only a "specific" policy selects none of the versions found.
+    found = ", ".join(str(v) for v in sorted(on_disk))
+    wanted = ", ".join(str(v) for v in sorted(source.policy.versions))
+    return (
+        f"its model_version_policy serves versions {wanted}, none of which is on disk",
+        f"Versions {found} of servable {name} are under {base}, but its "
+        f"model_version_policy serves only versions {wanted}",
+    )
 
 
 def _request_text(name: str, version: int | None) -> str:
@@ -262,4 +339,4 @@ def _failure(path: pathlib.Path, exc: Exception, name: str) -> _Failure:
     for form in sorted({str(path.resolve()), str(path.absolute()), str(path)}, key=len,
                        reverse=True):
         message = message.replace(form, f"{name}/{path.name}")
-    return _Failure(_mtime(path), code, message)
+    return _Failure(_mtime(path), code, client_message(message))

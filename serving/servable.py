@@ -15,7 +15,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
 from serving import _compat
-from serving.errors import InvalidArgument, from_tf_error
+from serving.errors import InvalidArgument, client_message, from_tf_error
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class Servable:
             if key != _INIT_OP_SIGNATURE
         }
         self.signatures = {key: _signature(key, sig) for key, sig in self.signature_defs.items()}
+        self._input_names = _input_names(self.signatures.values())
         # TF Serving's metadata JSON for these signatures, built once rather than per request.
         self.signature_defs_json = {
             key: json_format.MessageToDict(
@@ -176,7 +177,8 @@ class Servable:
         try:
             return fn(*values)
         except tf.errors.OpError as exc:
-            raise from_tf_error(exc) from None
+            fed = [(name, self._input_names.get(name, "?")) for name in feed_names]
+            raise from_tf_error(exc, fed) from None
 
     def _make_callable(self, feed_names: tuple[str, ...], fetches: tuple[str, ...]):
         options = config_pb2.CallableOptions(feed=list(feed_names), fetch=list(fetches))
@@ -185,7 +187,7 @@ class Servable:
                 # Private API, but the only Python path that skips the feed shape check.
                 fn = self._session._make_callable_from_options(options)  # noqa: SLF001
             except (tf.errors.OpError, ValueError, KeyError) as exc:
-                raise InvalidArgument(f"Cannot run signature: {exc}") from None
+                raise InvalidArgument(f"Cannot run signature: {client_message(str(exc))}") from None
             self._callables[(feed_names, tuple(fetches))] = fn
         return fn
 
@@ -227,3 +229,13 @@ def _signature(name: str, sig: meta_graph_pb2.SignatureDef) -> Signature:
         inputs={alias: _spec(alias, sig.inputs[alias]) for alias in sorted(sig.inputs)},
         outputs={alias: _spec(alias, sig.outputs[alias]) for alias in sorted(sig.outputs)},
     )
+
+
+def _input_names(signatures: Iterable[Signature]) -> dict[str, str]:
+    """Graph tensor name → the input name(s) clients use for it, for error messages."""
+    aliases: dict[str, set[str]] = {}
+    for signature in signatures:
+        for spec in signature.inputs.values():
+            aliases.setdefault(spec.tensor_name, set()).add(spec.alias)
+    # Quoted by the message as 'x' or 'inputs' when signatures name one tensor differently.
+    return {name: "' or '".join(sorted(known)) for name, known in aliases.items()}

@@ -119,3 +119,38 @@ def test_too_large_body_is_refused(app):
     assert response.status_code == 413
     assert response.content_type == "application/json"
     assert "error" in response.json
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Matrix size-incompatible: In[0]: [1,2], In[1]: [4,8]\n\t [[{{node MatMul}}]]",
+         "Matrix size-incompatible: In[0]: [1,2], In[1]: [4,8]"),
+        ("Incompatible shapes: [2] vs. [3] [Op:AddV2] name: ", "Incompatible shapes: [2] vs. [3]"),
+        ("Could not parse example input, value: 'a'\n\t [[{{function_node __inference_f_12}}"
+         "{{node ParseExample/ParseExample}}]]", "Could not parse example input, value: 'a'"),
+        ("bad value\n\nErrors may have originated from an input operation.\nInput Source "
+         "operations connected to node x:\n In[0] x (defined at /srv/app/model.py:3)",
+         "bad value"),
+        ("failed: Traceback (most recent call last):\n  File \"/usr/lib/python3/site-packages/"
+         "tf/ops.py\", line 1\nValueError: x", "failed:"),
+        ("cannot use <tensorflow.python.framework.ops.Graph object at 0x7f3a2c1b>",
+         "cannot use <object>"),
+        ("Failed to read /tmp/models/half/1/variables/variables.index: no such file",
+         "Failed to read <path>: no such file"),
+    ],
+)
+def test_tensorflow_texts_lose_what_only_the_server_needs(text, expected):
+    from serving.errors import client_message
+
+    assert client_message(text) == expected
+
+
+def test_a_dtype_mismatch_names_the_request_input():
+    from serving.errors import from_tf_error
+
+    error = from_tf_error(
+        ValueError("Type mismatch: actual int64 vs. expect float\n\t [[{{node _arg_x2_0_1}}]]"),
+        [("x:0", "x"), ("x2:0", "inputs")],
+    )
+    assert error.message == "Input 'inputs' takes DT_FLOAT values, but was fed DT_INT64"

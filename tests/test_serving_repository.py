@@ -1,12 +1,13 @@
 """Model repository: version policies, config files, and polling that swaps versions safely."""
 
 import json
+import logging
 import os
 import shutil
 
 import numpy as np
 import pytest
-from conftest import TESTDATA
+from conftest import TESTDATA, wait_for
 
 from serving.errors import NotFound
 from serving.model_config import ModelSource, VersionPolicy, load_model_config
@@ -173,3 +174,115 @@ def test_polling_thread_picks_up_new_versions(tmp_path):
         assert [s.version for s in repository.status("m")] == [2]
     finally:
         repository.stop()
+
+
+# Polls each problem test waits through after start-up: the problem must be logged once.
+POLLS = 6
+POLL_SECONDS = 0.02
+
+
+@pytest.fixture()
+def polled_app(caplog):
+    """``create_app`` with a fast poll; its poller is stopped after the test."""
+    from serving import create_app
+
+    caplog.set_level(logging.INFO, logger="serving")
+    repositories = []
+
+    def make(config):
+        app = create_app({"FILE_SYSTEM_POLL_WAIT_SECONDS": POLL_SECONDS, "TESTING": True,
+                          **config})
+        repositories.append(app.extensions["tfkit_serving"].repository)
+        return app, repositories[-1]
+
+    yield make
+    for repository in repositories:
+        repository.stop()
+
+
+def _wait_polls(repository, more=POLLS):
+    target = repository.polls + more
+    assert wait_for(lambda: repository.polls >= target, 60), repository.polls
+
+
+def _logged(caplog, fragment):
+    return sum(fragment in record.getMessage() for record in caplog.records)
+
+
+def _config(tmp_path, name, base_path, policy=""):
+    path = tmp_path / "models.config"
+    path.write_text(f'model_config_list {{ config {{ name: "{name}" base_path: "{base_path}" '
+                    f"{policy} }} }}")
+    return {"MODEL_CONFIG_FILE": str(path)}
+
+
+@pytest.mark.parametrize(
+    ("situation", "logged", "status", "answer"),
+    [
+        ("missing repository folder", "Cannot list the model repository: [Errno 2]", None, None),
+        ("empty repository folder", "No models to serve: the model repository has no model "
+         "folders", None, None),
+        ("model without versions", "No versions of servable m found under base path", 404,
+         "Could not find any versions of model m: no numbered version folder (e.g. 1/) under "
+         "its base path"),
+        ("every version fails to load", "Failed to load m version 1 from", 200,
+         "SavedModel file does not exist at: m/1/"),
+        ("configured base path missing", "Could not find base path", 404,
+         "Could not find any versions of model m: its base path does not exist on the server"),
+        ("policy names no version on disk", "but its model_version_policy serves only "
+         "versions 7", 404, "its model_version_policy serves versions 7, none of which is on "
+         "disk"),
+    ],
+)
+def test_a_repository_without_a_loadable_model_is_not_ready_and_says_why_once(
+    tmp_path, polled_app, caplog, situation, logged, status, answer
+):
+    repo = tmp_path / "repo"
+    config = {"MODELS": str(repo)}
+    if situation != "missing repository folder":
+        repo.mkdir()
+    if situation == "model without versions":
+        (repo / "m").mkdir()
+    elif situation == "every version fails to load":
+        shutil.copytree(BAD, repo / "m" / "1")
+    elif situation == "configured base path missing":
+        config = _config(tmp_path, "m", repo / "m")
+    elif situation == "policy names no version on disk":
+        shutil.copytree(HALF_PLUS_TWO, repo / "m" / "1")
+        config = _config(tmp_path, "m", repo / "m",
+                         "model_version_policy { specific { versions: 7 } }")
+    app, repository = polled_app(config)
+    _wait_polls(repository)
+    assert _logged(caplog, logged) == 1, caplog.text
+    assert not repository.ready()
+    if status is not None:
+        response = app.test_client().get("/v1/models/m")
+        assert response.status_code == status, response.json
+        text = json.dumps(response.json)
+        assert answer in text
+        assert str(tmp_path) not in text
+    if status == 200:  # TF Serving's answer for a version that failed to load
+        (state,) = response.json["model_version_status"]
+        assert state["state"] == "END"
+        assert state["status"]["error_code"] == "NOT_FOUND"
+
+
+def test_a_changed_situation_is_logged_again_and_a_loaded_model_makes_it_ready(
+    tmp_path, polled_app, caplog
+):
+    repo = tmp_path / "repo"
+    (repo / "m").mkdir(parents=True)
+    _, repository = polled_app({"MODELS": str(repo)})
+    _wait_polls(repository)
+    shutil.copytree(BAD, repo / "m" / "1")
+    _wait_polls(repository)
+    shutil.rmtree(repo / "m" / "1")
+    _wait_polls(repository)
+    assert _logged(caplog, "No versions of servable m found") == 2, caplog.text
+    assert _logged(caplog, "Failed to load m version 1") == 1, caplog.text
+    assert not repository.ready()
+    shutil.copytree(HALF_PLUS_TWO, repo / "m" / "2")
+    _wait_polls(repository)
+    assert repository.ready()
+    assert [s.state for s in repository.status("m")] == ["AVAILABLE"]
+    assert _logged(caplog, "No versions of servable m found") == 2, caplog.text
