@@ -18,6 +18,8 @@ import sys
 import pytest
 from conftest import REFERENCE_MODELS, TESTDATA
 
+pytestmark = pytest.mark.kserve_client  # opt-in: python -m pytest -m kserve_client
+
 KSERVE = "kserve==0.21.*"
 HELPER = pathlib.Path(__file__).resolve().parent / "helpers" / "kserve_client.py"
 PIP_SECONDS = 900
