@@ -11,7 +11,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m serving", description="Serve SavedModels over TF Serving's REST API."
     )
     add_serve_arguments(parser)
-    return run_serve(parser.parse_args(argv))
+    try:
+        return run_serve(parser.parse_args(argv))
+    except ValueError as err:  # a bad access setting, e.g. a token file that is not there
+        sys.exit(f"python -m serving: {err}")
 
 
 if __name__ == "__main__":

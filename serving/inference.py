@@ -371,8 +371,9 @@ def _shape_hint(signature: Signature, arrays: dict[str, np.ndarray]) -> str:
     """
     for alias, array in arrays.items():
         declared = signature.inputs[alias].shape
-        if declared is None:
-            continue
+        serialized = array.dtype == object and signature.inputs[alias].dtype != "DT_STRING"
+        if declared is None or serialized:
+            continue  # serialized tf.Examples (:classify, :regress) never match the declared shape
         fits = len(declared) == array.ndim and all(
             d in (-1, n) for d, n in zip(declared, array.shape, strict=True)
         )

@@ -29,7 +29,12 @@ import numpy as np
 from tensorflow.core.framework import tensor_shape_pb2
 
 from serving import json_codec
-from serving.errors import InvalidArgument, NotFound, ServingError, Unimplemented
+from serving.errors import (
+    InvalidArgument,
+    NotFound,
+    ServingError,
+    Unimplemented,
+)
 from serving.inference import InferenceCore
 from serving.repository import VersionStatus
 from serving.servable import DEFAULT_SIGNATURE, Servable, TensorSpec
@@ -90,6 +95,12 @@ class InferResponse:
     header_length: int | None = None
 
 
+class Conflict(ServingError):
+    """The request conflicts with how the server is run (HTTP 409)."""
+
+    code = "ABORTED"
+
+
 class Unavailable(ServingError):
     """Triton's answer to load and unload requests, and for a version that failed to load."""
 
@@ -124,8 +135,7 @@ class OpenInference:
 
     def server_ready(self) -> bool:
         """``GET /v2/health/ready``: there are models, and each has a version being served."""
-        names = self.core.repository.names()
-        return bool(names) and all(self._available(name) for name in names)
+        return self.core.repository.ready()
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """``GET /v2/models/{name}[/versions/{v}]/ready``.
@@ -171,7 +181,9 @@ class OpenInference:
 
         def answer() -> InferResponse:
             doc, binary = _split_body(body, header_length)
-            parameters = _object(doc.get("parameters", {}), "parameters")
+            if not isinstance(doc.get("id", ""), str):
+                raise InvalidArgument("'id' must be a string")
+            parameters = _parameters(doc.get("parameters"), "parameters")
             signature_name = parameters.get("signature_name", "")
             if not isinstance(signature_name, str):
                 raise InvalidArgument("parameters.signature_name must be a string")
@@ -241,13 +253,16 @@ class OpenInference:
         return json_codec.dumps(index)
 
     def model_control(self) -> NoReturn:
-        """``POST /v2/repository/models/{name}/(load|unload)``: refused, as Triton does when
-        it polls its repository; this server follows its repository by itself.
+        """``POST /v2/repository/models/{name}/(load|unload)``: refused with Triton's words for
+        a server that polls its repository; this server follows its repository by itself.
+
+        A 409 (the request conflicts with how the repository is run), not Triton's 503:
+        the refusal is permanent, and 503 tells clients and load balancers to retry later.
 
         Raises:
-            Unavailable: Always.
+            Conflict: Always.
         """
-        raise Unavailable(
+        raise Conflict(
             "explicit model load / unload is not allowed if polling is enabled"
         )
 
@@ -347,6 +362,11 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def _parameters(value: Any, what: str) -> dict[str, Any]:
+    """A ``parameters`` member: an object, or absent/null for none."""
+    return {} if value is None else _object(value, what)
+
+
 def _decode_inputs(
     doc: Mapping[str, Any], table: _Table, binary: memoryview, model: str
 ) -> dict[str, np.ndarray]:
@@ -376,7 +396,7 @@ def _decode_inputs(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
         ):
             raise InvalidArgument(f"input '{name}': shape must be a list of non-negative ints")
-        parameters = _object(item.get("parameters") or {}, f"input '{name}' parameters")
+        parameters = _parameters(item.get("parameters"), f"input '{name}' parameters")
         size = parameters.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
@@ -485,7 +505,7 @@ def _requested_outputs(
         name = item.get("name")
         if not isinstance(name, str) or name not in table.outputs:
             raise InvalidArgument(f"unexpected inference output '{name}' for model '{model}'")
-        options = _object(item.get("parameters") or {}, f"output '{name}' parameters")
+        options = _parameters(item.get("parameters"), f"output '{name}' parameters")
         if "classification" in options:
             raise Unimplemented("the classification extension is not supported")
         wanted[name] = options.get("binary_data", default_binary) is True

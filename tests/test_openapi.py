@@ -63,9 +63,9 @@ REQUESTS = {
         ("/v2/models/half_plus_two/versions/123/stats", None),
     ("post", "/v2/repository/index"): ("/v2/repository/index", {"ready": True}),
     ("post", "/v2/repository/models/{name}/load"):
-        ("/v2/repository/models/half_plus_two/load", None, "503"),
+        ("/v2/repository/models/half_plus_two/load", None, "409"),
     ("post", "/v2/repository/models/{name}/unload"):
-        ("/v2/repository/models/half_plus_two/unload", None, "503"),
+        ("/v2/repository/models/half_plus_two/unload", None, "409"),
     ("get", "/openapi.json"): ("/openapi.json", None),
 }
 

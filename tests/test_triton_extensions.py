@@ -90,8 +90,8 @@ def test_repository_index(triton, server):
 
 def test_load_and_unload_are_refused_as_triton_refuses_them_when_polling(triton):
     message = "explicit model load / unload is not allowed if polling is enabled"
-    assert _error(triton.load_model, "half_plus_two") == ("503", message)
-    assert _error(triton.unload_model, "half_plus_two") == ("503", message)
+    assert _error(triton.load_model, "half_plus_two") == ("409", message)
+    assert _error(triton.unload_model, "half_plus_two") == ("409", message)
     assert triton.is_model_ready("half_plus_two")
 
 
