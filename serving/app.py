@@ -9,13 +9,13 @@ import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, Response
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from serving import metric_snapshots, security
+from serving import encoding, methods, metric_snapshots, security
 from serving.batching import Batcher, parameters_from_config
 from serving.direct import DirectRoutes
-from serving.errors import ServingError
+from serving.errors import ServingError, UnsupportedMediaType
 from serving.inference import InferenceCore
 from serving.json_codec import dumps
 from serving.metrics import Metrics
@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "MODEL_CONFIG_FILE": None,  # TF Serving text-proto (or .json) model config
     "FILE_SYSTEM_POLL_WAIT_SECONDS": 1.0,  # 0 or less: load once, never poll
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,  # Flask refuses larger bodies with 413
+    # Answers this long or longer are gzip/deflate-compressed when the request's
+    # Accept-Encoding allows it (serving/encoding.py); -1: never.
+    "RESPONSE_COMPRESSION_MIN_BYTES": 1024,
     # Dynamic batching (serving/batching.py); None: the parameters file's value, else
     # TF Serving's default.
     "ENABLE_BATCHING": True,
@@ -116,6 +119,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 class _App(Flask):
     """Flask, with the inference routes answered first by ``direct`` when it is set.
 
+    Its URL rules tell TF Serving's GET and POST URLs apart (``methods.Rule``), and
+    every answer, whichever way it was made, is compressed here when the client
+    asked for it (``encoding``).
+
     It also remembers which hooks and views are coroutine functions: Flask asks
     ``inspect.iscoroutinefunction`` of each on every request; this server has none,
     and the answer never changes for a function.
@@ -126,12 +133,25 @@ class _App(Flask):
         self._sync_functions: dict[Callable[..., Any], Callable[..., Any]] = {}
         self.direct: DirectRoutes | None = None
 
+    url_rule_class = methods.Rule
+
     def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if self.direct is not None and environ.get("REQUEST_METHOD") == "POST":
             answer = self.direct(environ, start_response)
             if answer is not None:
                 return answer
         return super().wsgi_app(environ, start_response)
+
+    def process_response(self, response: Response) -> Response:
+        response = super().process_response(response)
+        encoding.encode_response(response, request.environ,
+                                 int(self.config["RESPONSE_COMPRESSION_MIN_BYTES"]))
+        return response
+
+    def make_default_options_response(self) -> Response:
+        response = super().make_default_options_response()
+        response.headers["Allow"] = methods.allow_header(response.allow)
+        return response
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         known = self._sync_functions.get(func)
@@ -171,11 +191,31 @@ def _json_error(message: str, status: int) -> Response:
 
 # The one place errors become HTTP answers.
 def _serving_error(exc: ServingError) -> Response:
-    return _json_error(exc.message, exc.http_status)
+    response = _json_error(exc.message, exc.http_status)
+    if isinstance(exc, UnsupportedMediaType):
+        response.headers["Accept-Encoding"] = encoding.SUPPORTED  # RFC 9110 12.5.3
+    return response
 
 
 def _http_error(exc: HTTPException) -> Response:
-    return _json_error(exc.description or exc.name, exc.code or 500)
+    if isinstance(exc, MethodNotAllowed):
+        return _method_not_allowed(exc)
+    response = _json_error(exc.description or exc.name, exc.code or 500)
+    for name, value in exc.get_headers():  # e.g. Retry-After; the body is ours
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _method_not_allowed(exc: MethodNotAllowed) -> Response:
+    # RFC 9110 15.5.6: a 405 must list the methods the URL does take.
+    allow = methods.allow_header(exc.valid_methods or methods.allowed_methods())
+    takes = ", ".join(m for m in allow.split(", ") if m != "OPTIONS")
+    response = _json_error(
+        f"Method {request.method} is not allowed for {request.path}: it takes {takes}", 405
+    )
+    response.headers["Allow"] = allow
+    return response
 
 
 def _unexpected_error(exc: Exception) -> Response:

@@ -9,7 +9,8 @@ small model's whole inference. The two routes that carry inference traffic,
 
 are matched by a regular expression instead, get the same checks as the hooks
 (``security.check_token``, ``security.read_plain_body``) and call the same core
-methods as the Flask views, with the same response headers. Every error is
+methods as the Flask views, with the same response headers (compressed as
+``encoding`` says, as the app compresses Flask's answers). Every error is
 turned into its answer by Flask (the registered error handlers and the
 ``after_request`` hook), as on any other route. Requests these checks were not
 written for (no ``Content-Length``, a ``Content-Encoding``, CORS configured, a
@@ -25,7 +26,7 @@ from typing import Any
 
 from flask import Flask
 
-from serving import security
+from serving import encoding, security
 from serving.open_inference import OpenInference
 from serving.views.kserve_v2 import HEADER_LENGTH, header_length
 
@@ -80,7 +81,11 @@ class DirectRoutes:
                 answer, headers = self._infer_v2(environ, v2.group(1), v2.group(2), body)
         except Exception as exc:  # noqa: BLE001 - every error is answered by Flask's handlers
             return self._error(environ, start_response, exc)
-        headers += [("Content-Length", str(len(answer))), _NOSNIFF]
+        answer, coding_headers = encoding.encode_answer(
+            answer, environ.get("HTTP_ACCEPT_ENCODING"),
+            int(self._config["RESPONSE_COMPRESSION_MIN_BYTES"]),
+        )
+        headers += [("Content-Length", str(len(answer))), _NOSNIFF, *coding_headers]
         start_response("200 OK", headers)
         return [answer]
 

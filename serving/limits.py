@@ -1,14 +1,12 @@
-"""Request-body limits as pure functions on bytes: gzip with a size cap, JSON nesting depth."""
+"""Request-body limits as pure functions on bytes: JSON nesting depth, sizes as text.
+
+Compressed bodies are inflated under the size cap in ``serving.encoding``.
+"""
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
-from serving.errors import InvalidArgument, PayloadTooLarge
-
-_GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip framing only, as Content-Encoding: gzip promises
 _SCAN_CHUNK = 1 << 22  # bytes per step of the depth scan: bounds its temporary arrays
 _QUOTE, _OPEN_LIST, _OPEN_OBJECT, _CLOSE_LIST, _CLOSE_OBJECT = b'"[{]}'
 
@@ -17,54 +15,6 @@ def size_text(n_bytes: int) -> str:
     """``67108864`` → ``"64 MiB"``; what a client is told about limits."""
     mib = n_bytes / (1024 * 1024)
     return f"{mib:.4g} MiB" if mib >= 1 else f"{n_bytes} bytes"
-
-
-def gunzip(data: bytes, max_bytes: int) -> bytes:
-    """Decompresses a gzip body, refusing to produce more than ``max_bytes``.
-
-    The output is capped while decompressing, so a small "zip bomb" costs at
-    most ``max_bytes`` of memory before it is refused. Concatenated gzip
-    members (what ``cat a.gz b.gz`` makes) are one body, as gzip(1) reads them.
-
-    Args:
-        data: The compressed request body.
-        max_bytes: The largest decompressed body accepted.
-
-    Returns:
-        The decompressed body.
-
-    Raises:
-        PayloadTooLarge: The body decompresses to more than ``max_bytes``.
-        InvalidArgument: The body is not valid gzip data.
-
-    Example:
-        >>> import gzip
-        >>> gunzip(gzip.compress(b'{"instances": [1.0]}'), 1024)
-        b'{"instances": [1.0]}'
-    """
-    parts: list[bytes] = []
-    produced = 0
-    rest = data
-    while rest:
-        decoder = zlib.decompressobj(_GZIP_WBITS)
-        try:
-            part = decoder.decompress(rest, max_bytes - produced + 1)
-        except zlib.error as exc:
-            raise InvalidArgument(
-                f"Content-Encoding is gzip but the body is not valid gzip data ({exc})"
-            ) from None
-        produced += len(part)
-        if produced > max_bytes:
-            raise PayloadTooLarge(
-                f"Request body decompresses to over {size_text(max_bytes)}; the server accepts "
-                f"at most {size_text(max_bytes)} (max_request_mb), after gzip decompression "
-                "too. Split the batch into smaller requests."
-            )
-        if not decoder.eof:
-            raise InvalidArgument("Content-Encoding is gzip but the gzip body is truncated")
-        parts.append(part)
-        rest = decoder.unused_data
-    return b"".join(parts)
 
 
 def nesting_exceeds(data: bytes, limit: int) -> bool:

@@ -1,4 +1,4 @@
-"""App-wide request guards: bearer token, CORS, body limits (size, gzip, JSON depth), safe errors.
+"""App-wide request guards: bearer token, CORS, body limits (size, coding, depth), safe errors.
 
 Everything here is a Flask ``before_request``/``after_request`` hook registered on
 the app, not on a blueprint, so it covers every route, including routes that
@@ -7,9 +7,9 @@ blueprints added later define. The hooks run in this order:
 1. CORS preflight (``OPTIONS`` from an allowed origin) is answered at once: a
    browser never sends credentials with a preflight.
 2. The bearer token, when one is configured; health checks stay open.
-3. The body: declared size, ``Content-Encoding: gzip`` (the limits apply to
-   the decompressed body), JSON nesting depth. The views then read the checked
-   body as usual, from ``request.get_data()``.
+3. The body: declared size, ``Content-Encoding: gzip`` or ``deflate`` (the limits
+   apply to the decompressed body; ``serving.encoding``), JSON nesting depth. The
+   views then read the checked body as usual, from ``request.get_data()``.
 
 Errors are raised as typed ``ServingError``s, so the app's one error handler
 answers them; the after-request hook adds the response headers and removes
@@ -33,13 +33,9 @@ import orjson
 from flask import Flask, Request, Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from serving.errors import (
-    InvalidArgument,
-    PayloadTooLarge,
-    Unauthenticated,
-    UnsupportedMediaType,
-)
-from serving.limits import gunzip, nesting_exceeds, size_text
+from serving import encoding, methods
+from serving.errors import InvalidArgument, PayloadTooLarge, Unauthenticated
+from serving.limits import nesting_exceeds, size_text
 
 EXTENSION = "tfkit_security"
 
@@ -59,7 +55,7 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # RFC 6750's b64token: what `openssl rand -hex 32` or `-base64 32` produce.
 _TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _ORIGIN_SYNTAX = re.compile(r"https?://[^/\s]+")
-_CORS_METHODS = "GET, POST, OPTIONS"
+_CORS_METHODS = "GET, POST, OPTIONS"  # for a URL no route knows
 _CORS_HEADERS = "Authorization, Content-Type, Content-Encoding"
 _CORS_MAX_AGE = "600"
 # KServe's binary tensor extension: only this many leading bytes of the body are JSON.
@@ -231,7 +227,10 @@ def _answer_preflight(environ: Mapping[str, Any], guard: Guard) -> Response | No
     if not guard.allows_origin(environ.get("HTTP_ORIGIN")):
         return None  # no CORS headers: the browser refuses the cross-origin call
     response = Response(status=204)
-    response.headers["Access-Control-Allow-Methods"] = _CORS_METHODS
+    allow = methods.allow_header(methods.allowed_methods())
+    if allow:
+        response.headers["Allow"] = allow
+    response.headers["Access-Control-Allow-Methods"] = allow or _CORS_METHODS
     response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
     response.headers["Access-Control-Max-Age"] = _CORS_MAX_AGE
     return response  # _finish adds Access-Control-Allow-Origin
@@ -272,21 +271,13 @@ def _check_body(req: Request, environ: dict[str, Any], config: Mapping[str, Any]
     declared = req.content_length
     if declared is not None and declared > max_body:
         raise _too_large(f"Request body is {size_text(declared)}", max_body)
-    encoding = environ.get("HTTP_CONTENT_ENCODING", "")
-    if encoding:
-        encoding = encoding.strip().lower()
-    # TF Serving decompresses when the header mentions gzip; "identity" means none.
-    gzipped = "gzip" in encoding
-    if encoding not in ("", "identity") and not gzipped:
-        raise UnsupportedMediaType(
-            f"Content-Encoding {encoding!r} is not supported: send gzip or an uncompressed body"
-        )
+    codings = encoding.request_codings(environ.get("HTTP_CONTENT_ENCODING"))
     if declared is not None:
         body = _read_declared(environ, declared)
     else:
         body = _read_unsized(req.stream, max_body)
-    if gzipped:
-        body = gunzip(body, max_body)
+    if codings:
+        body = encoding.decode_body(body, codings, max_body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_CONTENT_ENCODING", None)
     _check_depth(body, environ, req.mimetype, config)
@@ -360,7 +351,7 @@ def _json_part(mimetype: str, environ: Mapping[str, Any], body: bytes) -> bytes:
 def _too_large(what: str, limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"{what}; the server accepts at most {size_text(limit)} (max_request_mb), after "
-        "gzip decompression too. Split the batch into smaller requests."
+        "decompression too. Split the batch into smaller requests."
     )
 
 

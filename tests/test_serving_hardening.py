@@ -21,7 +21,7 @@ from conftest import HARDENING_SECRET as SECRET
 from conftest import HARDENING_TOKEN as TOKEN
 from conftest import wait_for
 
-from serving import limits, security
+from serving import encoding, limits, security
 from serving.errors import InvalidArgument, PayloadTooLarge
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -121,7 +121,7 @@ BATTERY = [
      400, "at most 65536 per request (max_batch_rows)"),
     ("unknown-verb", "POST", HALF + ":explain", b'{"instances": [1.0]}', {}, 400,
      "Malformed request: POST /v1/models/half_plus_two:explain"),
-    ("get-on-predict", "GET", PREDICT, b"", {}, 400, "'predict' takes POST"),
+    ("get-on-predict", "GET", PREDICT, b"", {}, 405, "it takes POST"),
     ("put-on-predict", "PUT", PREDICT, b'{"instances": [1.0]}', {}, 405, "not allowed"),
     ("unknown-method", "PURGE", HALF, b"", {}, 405, "not allowed"),
     ("traversal-in-name", "GET", "/v1/models/..%2F..%2Fsecret_model", b"", {}, 404, "not found"),
@@ -592,13 +592,13 @@ def _random_json(rng, depth):
 
 
 def test_gunzip_caps_output_and_reads_concatenated_members():
-    assert limits.gunzip(gzip.compress(b"ab") + gzip.compress(b"cd"), 4) == b"abcd"
+    assert encoding.inflate(gzip.compress(b"ab") + gzip.compress(b"cd"), "gzip", 4) == b"abcd"
     with pytest.raises(PayloadTooLarge):
-        limits.gunzip(gzip.compress(b"ab") + gzip.compress(b"cde"), 4)
+        encoding.inflate(gzip.compress(b"ab") + gzip.compress(b"cde"), "gzip", 4)
     with pytest.raises(InvalidArgument, match="truncated"):
-        limits.gunzip(gzip.compress(b"abc" * 100)[:20], 1000)
+        encoding.inflate(gzip.compress(b"abc" * 100)[:20], "gzip", 1000)
     with pytest.raises(InvalidArgument, match="not valid gzip"):
-        limits.gunzip(gzip.compress(b"abc") + b"trailing junk", 1000)
+        encoding.inflate(gzip.compress(b"abc") + b"trailing junk", "gzip", 1000)
 
 
 def test_scrub_paths_replaces_whole_server_paths_only():
