@@ -181,7 +181,7 @@ class Unauthenticated(ServingError):
 
 
 class PayloadTooLarge(ServingError):
-    """The request body is larger than the server accepts (before or after gunzip).
+    """The request body is larger than the server accepts (before or after decompression).
 
     TF Serving has no canonical code for this; HTTP's own 413 tells a client
     (or a proxy) that retrying the same body is pointless.
@@ -195,7 +195,7 @@ class PayloadTooLarge(ServingError):
 
 
 class UnsupportedMediaType(ServingError):
-    """A ``Content-Encoding`` other than gzip or identity."""
+    """A ``Content-Encoding`` other than gzip, deflate or identity."""
 
     code = "INVALID_ARGUMENT"
 

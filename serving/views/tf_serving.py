@@ -23,10 +23,6 @@ def _json(body: bytes) -> Response:
 @blueprint.get("/v1/models/<name>/versions/<version>")
 @blueprint.get("/v1/models/<name>/labels/<label>")
 def status(name: str, version: str | None = None, label: str | None = None) -> Response:
-    if ":" in name:  # GET .../half_plus_two:predict: TF Serving's model-name pattern has no ":"
-        raise InvalidArgument(
-            f"Malformed request: GET {request.path}; {name.rpartition(':')[2]!r} takes POST"
-        )
     return _json(_core().status(name, version, label))
 
 
