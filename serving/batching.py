@@ -17,139 +17,35 @@ its own, so one bad request never fails (or mixes with) another.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import contextlib
-import dataclasses
 import logging
-import os
-import pathlib
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from serving.errors import ServingError
-from serving.metrics import (
-    LATENCY_BUCKETS_US,
-    Merged,
-    State,
-    escape_label,
-    histogram_lines,
-    merge_states,
+from serving.batching_metrics import (  # noqa: F401 - the metric names: public here
+    INPUT_BATCH_SIZE,
+    PADDING_SIZE,
+    PROCESSED_BATCH_SIZE,
+    QUEUING_LATENCY,
+    SIZE_BUCKETS,
+    WRAPPED_RUN_COUNT,
+    BatchMetrics,
 )
-from serving.model_config import _parse_text_proto
+from serving.batching_parameters import BatchingParameters, parameters_from_config  # noqa: F401
+from serving.errors import ServingError
 
 logger = logging.getLogger(__name__)
-
-# Batch size buckets for the histograms: 1, 2, 4, ... 4096 rows.
-SIZE_BUCKETS = tuple(2**i for i in range(13))
-QUEUING_LATENCY = ":tensorflow:serving:batching_session:queuing_latency"
-INPUT_BATCH_SIZE = ":tensorflow:serving:batching_session:input_batch_size"
-PROCESSED_BATCH_SIZE = ":tensorflow:serving:batching_session:processed_batch_size"
-PADDING_SIZE = ":tensorflow:serving:batching_session:padding_size"
-WRAPPED_RUN_COUNT = ":tensorflow:serving:batching_session:wrapped_run_count"
 
 
 class Unavailable(ServingError):
     """The batch queue is full; the client should back off and retry."""
 
     code = "UNAVAILABLE"
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchingParameters:
-    """TF Serving's ``BatchingParameters``, with its field names and defaults.
-
-    Attributes:
-        enabled: Merge concurrent requests (``--enable_batching``).
-        max_batch_size: Most rows in one merged run; a larger request runs alone.
-        batch_timeout_micros: How long a batch may wait to fill; only spent while
-            other requests are still being parsed (an idle server never waits).
-        num_batch_threads: Runs of one model signature at the same time.
-        max_enqueued_batches: Queue bound, in batches of ``max_batch_size`` rows;
-            a request beyond it is refused with 503 (TF Serving's UNAVAILABLE).
-        allowed_batch_sizes: Merged runs are padded up to one of these sizes
-            (increasing, the last equal to ``max_batch_size``); empty: no padding.
-    """
-
-    enabled: bool = True
-    max_batch_size: int = 1000
-    batch_timeout_micros: int = 0
-    num_batch_threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
-    max_enqueued_batches: int = 10
-    allowed_batch_sizes: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        for field in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
-            if int(getattr(self, field)) < 1:
-                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
-        if self.batch_timeout_micros < 0:
-            raise ValueError(f"batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
-        sizes = list(self.allowed_batch_sizes)
-        if sizes and (sizes != sorted(set(sizes)) or sizes[-1] != self.max_batch_size):
-            raise ValueError(
-                "allowed_batch_sizes must increase and end with max_batch_size "
-                f"({self.max_batch_size}), got {sizes}"
-            )
-
-    @classmethod
-    def from_file(cls, path: str | pathlib.Path, **overrides: object) -> BatchingParameters:
-        """Reads TF Serving's ``--batching_parameters_file`` (text-proto).
-
-        Example file::
-
-            max_batch_size { value: 64 }
-            batch_timeout_micros { value: 1000 }
-            num_batch_threads { value: 2 }
-            max_enqueued_batches { value: 100 }
-            allowed_batch_sizes: 16
-            allowed_batch_sizes: 64
-
-        ``thread_pool_name`` and ``pad_variable_length_inputs`` are accepted and
-        ignored (requests of different lengths run as separate batches instead).
-
-        Raises:
-            ValueError: The file does not parse or has an unknown field.
-        """
-        try:
-            tree = _parse_text_proto(pathlib.Path(path).read_text())
-        except ValueError as exc:
-            raise ValueError(f"Invalid batching parameters file '{path}': {exc}") from None
-        values: dict[str, object] = {}
-        for key, node in tree.items():
-            if key in ("max_batch_size", "batch_timeout_micros", "num_batch_threads",
-                       "max_enqueued_batches"):
-                values[key] = int(node["value"] if isinstance(node, dict) else node)
-            elif key == "allowed_batch_sizes":
-                values[key] = tuple(int(v) for v in (node if isinstance(node, list) else [node]))
-            elif key not in ("thread_pool_name", "pad_variable_length_inputs"):
-                raise ValueError(f"Invalid batching parameters file '{path}': unknown field {key}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-
-def parameters_from_config(config: Mapping[str, object]) -> BatchingParameters:
-    """Batching parameters from the app config: the file first, then single knobs.
-
-    Keys: ``ENABLE_BATCHING``, ``BATCHING_PARAMETERS_FILE``, ``MAX_BATCH_SIZE``,
-    ``BATCH_TIMEOUT_MICROS``, ``NUM_BATCH_THREADS``, ``MAX_ENQUEUED_BATCHES``
-    (None or absent: the file's value, else TF Serving's default).
-    """
-    knobs = {
-        field: config.get(field.upper())
-        for field in ("max_batch_size", "batch_timeout_micros", "num_batch_threads",
-                      "max_enqueued_batches")
-    }
-    knobs = {k: int(v) for k, v in knobs.items() if v is not None}
-    enabled = bool(config.get("ENABLE_BATCHING", True))
-    if config.get("BATCHING_PARAMETERS_FILE"):
-        return BatchingParameters.from_file(
-            config["BATCHING_PARAMETERS_FILE"], enabled=enabled, **knobs
-        )
-    return BatchingParameters(enabled=enabled, **knobs)
 
 
 RunFn = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
@@ -480,72 +376,3 @@ def _rows(arrays: dict[str, np.ndarray]) -> int | None:
             return None
         rows = array.shape[0]
     return rows or None
-
-
-class BatchMetrics:
-    """Batch sizes and queueing times in TF Serving's metric names (Prometheus text)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._histograms: dict[tuple[str, str], list[float]] = {}
-        self._runs: dict[str, int] = collections.defaultdict(int)
-
-    def record(self, model: str, waits: Sequence[float], rows: int, padding: int) -> None:
-        """Records one model run: each request's wait (microseconds), rows and filler rows."""
-        size = len(SIZE_BUCKETS)
-        with self._lock:
-            self._runs[model] += len(waits)
-            for micros in waits:
-                index = bisect.bisect_left(LATENCY_BUCKETS_US, micros)
-                self._add(QUEUING_LATENCY, model, index, micros, len(LATENCY_BUCKETS_US))
-            self._add(INPUT_BATCH_SIZE, model, bisect.bisect_left(SIZE_BUCKETS, rows), rows, size)
-            total = rows + padding
-            self._add(PROCESSED_BATCH_SIZE, model, bisect.bisect_left(SIZE_BUCKETS, total),
-                      total, size)
-            self._add(PADDING_SIZE, model, bisect.bisect_left(SIZE_BUCKETS, padding), padding,
-                      size)
-
-    def _add(self, name: str, model: str, index: int, value: float, size: int) -> None:
-        counts = self._histograms.get((name, model))
-        if counts is None:
-            counts = self._histograms[(name, model)] = [0] * (size + 2)
-        counts[index] += 1
-        counts[-1] += value  # the running sum rides in the last slot
-
-    def state(self) -> State:
-        """The numbers so far as JSON-able data (``serving/metrics.py`` merges and renders them)."""
-        with self._lock:
-            state: State = {WRAPPED_RUN_COUNT: [[model, [n]] for model, n in self._runs.items()]}
-            for (name, model), counts in self._histograms.items():
-                # counts: one per bound, the count above the last bound, then the sum.
-                state.setdefault(name, []).append([model, list(counts)])
-        return state
-
-    def render(self, merged: Merged | None = None) -> str:
-        """The metrics in Prometheus' text format.
-
-        Args:
-            merged: Numbers to show, e.g. several workers' summed; by default this batcher's.
-        """
-        if merged is None:
-            merged = merge_states([self.state()])
-        lines = [
-            f"# HELP {WRAPPED_RUN_COUNT} Requests that went through the batcher.",
-            f"# TYPE {WRAPPED_RUN_COUNT} counter",
-        ]
-        lines += [f'{WRAPPED_RUN_COUNT}{{model_name="{escape_label(model)}"}} {n}'
-                  for (model,), (n,) in sorted(merged.get(WRAPPED_RUN_COUNT, {}).items())]
-        helps = {
-            QUEUING_LATENCY: ("Time (in microseconds) a request waited for its batch.",
-                              LATENCY_BUCKETS_US),
-            INPUT_BATCH_SIZE: ("Rows of requests in each batch.", SIZE_BUCKETS),
-            PROCESSED_BATCH_SIZE: ("Rows of each model run, padding included.", SIZE_BUCKETS),
-            PADDING_SIZE: ("Filler rows added to reach an allowed batch size.", SIZE_BUCKETS),
-        }
-        for name, (text, bounds) in helps.items():
-            lines += [f"# HELP {name} {text}", f"# TYPE {name} histogram"]
-            for (model,), counts in sorted(merged.get(name, {}).items()):
-                lines += histogram_lines(
-                    name, f'model_name="{escape_label(model)}"', bounds, counts[:-1], counts[-1]
-                )
-        return "\n".join(lines) + "\n"

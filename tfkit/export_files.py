@@ -1,0 +1,73 @@
+"""The export's files: the atomic version folder, and the SignatureDef edits in saved_model.pb."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import secrets
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+from tfkit import _compat
+
+logger = logging.getLogger("tfkit.export")  # the log line is the public function's
+
+
+def write_version(
+    base_path: str | os.PathLike, version: int | None, write_and_verify: Any
+) -> pathlib.Path:
+    """Calls ``write_and_verify(temp_dir)``, then renames the folder to ``base_path/<version>``.
+
+    Nothing is left behind when writing or verifying raises.
+    """
+    base = pathlib.Path(base_path)
+    base.mkdir(parents=True, exist_ok=True)
+    version = _next_version(base) if version is None else int(version)
+    final = base / str(version)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; pick another version")
+    temp = base / f".tmp-{version}-{secrets.token_hex(4)}"
+    try:
+        write_and_verify(temp)
+        os.rename(temp, final)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    logger.info("Exported %s version %d to %s", base.name, version, final)
+    return final
+
+
+def _next_version(base: pathlib.Path) -> int:
+    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def edit_signatures(
+    path: pathlib.Path, methods: Mapping[str, str], renames: Mapping[str, str]
+) -> None:
+    """Sets what ``tf.saved_model.save`` cannot write in the SignatureDefs.
+
+    - Method names: it labels every signature ``tensorflow/serving/predict``, and
+      TF Serving refuses :classify/:regress on such a signature.
+    - ``serving_default``'s input keys: it keys them by argument name (``Lot_Area``);
+      ``renames`` puts back the column names (``Lot Area``) clients send.
+    """
+    if not methods and not renames:
+        return
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb_path = path / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString(pb_path.read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        for key, method in methods.items():
+            if key in meta_graph.signature_def:
+                meta_graph.signature_def[key].method_name = method
+        inputs = meta_graph.signature_def["serving_default"].inputs
+        for arg, name in renames.items():
+            inputs[name].CopyFrom(inputs[arg])
+            del inputs[arg]
+    pb_path.write_bytes(saved_model.SerializeToString())
+    _compat.write_fingerprint(path)
