@@ -12,6 +12,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfkit import _compat
+
 log = logging.getLogger(__name__)
 
 _CPU_N = re.compile(r"^cpu:(\d+)$")
@@ -149,11 +151,7 @@ def onednn_kernels() -> bool | None:
     TensorFlow decides once, when it is imported: `TF_ENABLE_ONEDNN_OPTS=1` or `0` if
     set, otherwise on only for x86 CPUs with AVX-512 deep-learning extensions or AMX.
     """
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # a private module: gone in some future TensorFlow
-        return None
-    return bool(_pywrap_util_port.IsMklEnabled())
+    return _compat.onednn_enabled()
 
 
 def onednn_hint(model: Any, strategy: tf.distribute.Strategy) -> str | None:
@@ -161,7 +159,7 @@ def onednn_hint(model: Any, strategy: tf.distribute.Strategy) -> str | None:
     on_cpu = all(":CPU:" in d.upper() for d in strategy.extended.worker_devices)
     if not on_cpu or onednn_kernels() is not False:
         return None
-    if not any(_CONV_LAYER.match(type(layer).__name__) for layer in model._flatten_layers()):
+    if not any(_CONV_LAYER.match(type(layer).__name__) for layer in _compat.all_layers(model)):
         return None
     return ("TensorFlow's oneDNN CPU kernels are off in this process; convolutions usually "
             "train faster with them (a small CNN's step 1.3-1.4x faster on a 2-core AVX2 CPU, "

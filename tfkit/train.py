@@ -14,9 +14,8 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import config as tf_config  # no public off switch
 
-from tfkit import adapt, checkpoints, console, distribute, loop, memory
+from tfkit import _compat, adapt, checkpoints, console, distribute, loop, memory
 from tfkit import data as data_lib
 from tfkit.checkpoints import Checkpointer, NonFiniteLossError
 from tfkit.config import TrainConfig
@@ -502,14 +501,14 @@ def _op_determinism(config: TrainConfig):
     deterministic = config.deterministic
     if deterministic is None:  # exact resume and repeatable runs cost little on a CPU
         deterministic = not tf.config.list_physical_devices("GPU")
-    already = tf_config.is_op_determinism_enabled()
+    already = _compat.op_determinism_enabled()
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     try:
         yield
     finally:
         if deterministic and not already:
-            tf_config.disable_op_determinism()
+            _compat.disable_op_determinism()
 
 
 def _checkpointer(

@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from tfkit import _compat
+
 INLINE_MAX_SIZE = 256  # elements; the fused Adam kernel runs on the calling thread up to here
 
 Update = Callable[[Sequence[tf.Tensor], Sequence[tf.Tensor], Sequence[keras.Variable]], None]
@@ -117,7 +119,7 @@ class _Fused:
                     "lr": tf.cast(opt.learning_rate, dtype),
                     "step": tf.cast(opt.iterations + 1, dtype),
                 }
-            slots = [s[opt._get_variable_index(variable)] for s in _slots(opt)]
+            slots = [s[_compat.variable_index(opt, variable)] for s in _slots(opt)]
             update(opt, variable, slots, tf.cast(gradient, dtype), scalars[dtype])
         if rest:  # after the kernels, which read the step count Keras's apply then increments
             opt.apply_gradients(rest)
@@ -127,7 +129,7 @@ class _Fused:
 
 def _slots(opt: keras.optimizers.Optimizer) -> list[list[keras.Variable]]:
     if isinstance(opt, keras.optimizers.Adam):
-        return [opt._momentums, opt._velocities]
+        return _compat.adam_slots(opt)
     return [opt.momentums] if opt.momentum else []
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import keras
 
+from tfkit import _compat
+
 
 def flops_per_example(model: keras.Model, sequence_length: int | None = None) -> int:
     """Forward-pass floating-point operations for one example (2 per multiply-add).
@@ -72,8 +74,8 @@ def _multiply_adds(layer: Any, t: int | None) -> int:
         return steps * (math.prod(cell.kernel.shape) + math.prod(cell.recurrent_kernel.shape))
     if isinstance(layer, keras.layers.MultiHeadAttention):
         length = _shape(layer.output, t)[0]
-        q, k, v = layer._query_dense, layer._key_dense, layer._value_dense  # noqa: SLF001
-        projections = sum(math.prod(d.kernel.shape) for d in (q, k, v, layer._output_dense))  # noqa: SLF001
+        q, k, v, o = _compat.attention_projections(layer)
+        projections = sum(math.prod(d.kernel.shape) for d in (q, k, v, o))
         heads, key_dim = q.kernel.shape[1], q.kernel.shape[2]
         value_dim = v.kernel.shape[2]
         return length * projections + heads * length * length * (key_dim + value_dim)
