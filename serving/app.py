@@ -27,7 +27,7 @@ from serving.views import kserve_v2, monitoring, openapi, tf_serving
 
 logger = logging.getLogger(__name__)
 
-EXTENSION = "tfkit_serving"
+EXTENSION = tf_serving.EXTENSION
 
 DEFAULTS: dict[str, Any] = {
     "MODELS": "models",  # a repository: every sub-folder is a model named after it

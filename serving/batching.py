@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import logging
 import threading
 import time
 import weakref
@@ -38,8 +37,6 @@ from serving.batching_metrics import (  # noqa: F401 - the metric names: public 
 )
 from serving.batching_parameters import BatchingParameters, parameters_from_config  # noqa: F401
 from serving.errors import ServingError
-
-logger = logging.getLogger(__name__)
 
 
 class Unavailable(ServingError):

@@ -63,22 +63,10 @@ class NotFound(ServingError):
     code = "NOT_FOUND"
 
 
-class FailedPrecondition(ServingError):
-    """The request is valid but the model cannot answer it as asked."""
-
-    code = "FAILED_PRECONDITION"
-
-
 class Unimplemented(ServingError):
     """A feature TF Serving has that this server does not."""
 
     code = "UNIMPLEMENTED"
-
-
-class Internal(ServingError):
-    """Something broke on the server side."""
-
-    code = "INTERNAL"
 
 
 def code_name(tf_error_code: int) -> str:

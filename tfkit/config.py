@@ -15,7 +15,7 @@ COLUMN_TYPES = ("numeric", "categorical")
 NAN_POLICIES = ("stop", "restore")
 MIXED_PRECISIONS = (None, "mixed_float16", "mixed_bfloat16")
 VERBOSITY = (0, 1, 2)  # Keras's: silent, progress bar (terminal) + epoch line, epoch line only
-_CPU_N = re.compile(r"^cpu:(\d+)$")
+CPU_N = re.compile(r"^cpu:(\d+)$")  # strategy "cpu:N": N logical CPU devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,13 +124,13 @@ class TrainConfig:
                 f"checkpoint_every_seconds must be > 0, got {self.checkpoint_every_seconds!r}"
             )
         if isinstance(self.strategy, str):
-            if self.strategy not in STRATEGY_NAMES and not _CPU_N.match(self.strategy):
+            if self.strategy not in STRATEGY_NAMES and not CPU_N.match(self.strategy):
                 allowed = ", ".join(STRATEGY_NAMES + ("cpu:N",))
                 raise ValueError(
                     f"strategy must be one of {allowed} or a tf.distribute.Strategy, "
                     f"got {self.strategy!r}"
                 )
-            match = _CPU_N.match(self.strategy)
+            match = CPU_N.match(self.strategy)
             if match and int(match.group(1)) < 1:
                 raise ValueError(f"strategy 'cpu:N' needs N >= 1, got {self.strategy!r}")
         if self.histogram_every_steps < 0:

@@ -13,10 +13,10 @@ from typing import Any
 import tensorflow as tf
 
 from tfkit import _compat
+from tfkit.config import CPU_N
 
 log = logging.getLogger(__name__)
 
-_CPU_N = re.compile(r"^cpu:(\d+)$")
 _CONV_LAYER = re.compile(r"^(Depthwise|Separable)?Conv[123]D")
 
 
@@ -81,7 +81,7 @@ def resolve(strategy: Any = "auto") -> tf.distribute.Strategy:
             workers=cluster_workers(),
         )
         log.info("strategy 'auto' picked %r", strategy)
-    match = _CPU_N.match(str(strategy))
+    match = CPU_N.match(str(strategy))
     if match:
         return _split_cpu(int(match.group(1)))
     if strategy == "cpu":

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from serving.errors import InvalidArgument, NotFound
+from serving.errors import InvalidArgument
 
 blueprint = Blueprint("tf_serving", __name__)
 
+EXTENSION = "tfkit_serving"  # where the app keeps the inference core in app.extensions
 _VERBS = ("predict", "classify", "regress")
 
 
 def _core():
-    return current_app.extensions["tfkit_serving"]
+    return current_app.extensions[EXTENSION]
 
 
 def _json(body: bytes) -> Response:
@@ -60,7 +61,4 @@ def _split_verb(target: str) -> tuple[str, str]:
 
 
 def _infer(verb: str, name: str, **where: str) -> Response:
-    method = getattr(_core(), verb, None)
-    if method is None:
-        raise NotFound(f"Malformed request: POST {request.path}")
-    return _json(method(name, request.get_data(cache=False), **where))
+    return _json(getattr(_core(), verb)(name, request.get_data(cache=False), **where))
