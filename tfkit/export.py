@@ -155,11 +155,11 @@ def _verify(
     signatures: Sequence[str],
 ) -> None:
     """Reloads the export and compares it with the in-memory Keras model."""
-    features = {c.name: c.to_model(tf.constant(rows[c.name])) for c in module._columns}
-    expected = _numpy(module._answer(module.call_model(features)))
+    features = {c.name: c.to_model(tf.constant(rows[c.name])) for c in module.columns}
+    expected = _numpy(module.answer(module.call_model(features)))
     loaded = tf.saved_model.load(str(path))
     served = _numpy(loaded.signatures["serving_default"](
-        **{c.arg: tf.constant(rows[c.name]) for c in module._columns}
+        **{c.arg: tf.constant(rows[c.name]) for c in module.columns}
     ))
     for key, want in expected.items():
         _compare(f"serving_default/{key}", served.get(key), want)
@@ -223,13 +223,13 @@ def _serialize(rows: dict[str, np.ndarray], module: ServingModule) -> list[bytes
     serialized = []
     for i in range(count):
         features = {}
-        for column in module._columns:
+        for column in module.columns:
             value = np.asarray(rows[column.name][i]).reshape(-1)
-            key = column.name if module._keyed else TENSOR_FEATURE
+            key = column.name if module.keyed else TENSOR_FEATURE
             if column.dtype == tf.string:
                 data = [v if isinstance(v, bytes) else str(v).encode() for v in value]
                 features[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
-            elif column.dtype.is_floating or not module._keyed:
+            elif column.dtype.is_floating or not module.keyed:
                 features[key] = tf.train.Feature(float_list=tf.train.FloatList(value=value))
             else:
                 features[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=value))

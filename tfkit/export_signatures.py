@@ -19,15 +19,15 @@ class ServingModule:
 
     def __init__(self, model, columns, keyed, task, class_names, output_shape) -> None:
         self.model = model
-        self._columns = columns
-        self._keyed = keyed
+        self.columns = columns
+        self.keyed = keyed
         self._task = task
         self._class_names = class_names
         self._output_shape = output_shape
 
     def call_model(self, features: dict[str, tf.Tensor]) -> Any:
         """Runs the Keras model on model-shaped features and post-processes its output."""
-        inputs = features if self._keyed else features[self._columns[0].name]
+        inputs = features if self.keyed else features[self.columns[0].name]
         outputs = self.model(inputs, training=False)
         if isinstance(outputs, Mapping) or self._task is None and isinstance(outputs, list):
             return outputs
@@ -38,10 +38,11 @@ class ServingModule:
         return outputs
 
     def serve(self, columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        features = {c.name: c.to_model(columns[c.name]) for c in self._columns}
-        return self._answer(self.call_model(features))
+        features = {c.name: c.to_model(columns[c.name]) for c in self.columns}
+        return self.answer(self.call_model(features))
 
-    def _answer(self, outputs: Any) -> dict[str, tf.Tensor]:
+    def answer(self, outputs: Any) -> dict[str, tf.Tensor]:
+        """The serving signature's outputs from the post-processed model outputs."""
         if isinstance(outputs, Mapping):
             return dict(outputs)
         if isinstance(outputs, list):
@@ -57,17 +58,17 @@ class ServingModule:
 
     def parse(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         """Model-shaped features from serialized ``tf.Example`` protos."""
-        if not self._keyed:
-            column = self._columns[0]
+        if not self.keyed:
+            column = self.columns[0]
             spec = {TENSOR_FEATURE: tf.io.FixedLenFeature(column.model_shape[1:], tf.float32)}
             parsed = tf.io.parse_example(serialized, spec)[TENSOR_FEATURE]
             return {column.name: tf.cast(parsed, column.dtype)}
         spec = {
             c.name: tf.io.FixedLenFeature(c.model_shape[1:], _feature_dtype(c.dtype))
-            for c in self._columns
+            for c in self.columns
         }
         parsed = tf.io.parse_example(serialized, spec)
-        return {c.name: tf.cast(parsed[c.name], c.dtype) for c in self._columns}
+        return {c.name: tf.cast(parsed[c.name], c.dtype) for c in self.columns}
 
     def classify(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         scores = self.call_model(self.parse(inputs))
@@ -91,12 +92,12 @@ class ServingModule:
         # Keyed by the column as written; named (what the graph and the signature
         # see) by its argument name, put back to the column by edit_signatures.
         specs = {
-            c.name: tf.TensorSpec(c.serving_shape, c.dtype, name=c.arg) for c in self._columns
+            c.name: tf.TensorSpec(c.serving_shape, c.dtype, name=c.arg) for c in self.columns
         }
         archive.add_endpoint("serving_default", self.serve, input_signature=[specs])
         methods = {}
         examples = tf.TensorSpec([None], tf.string, name="inputs")
-        parsable = self._keyed or None not in self._columns[0].model_shape[1:]
+        parsable = self.keyed or None not in self.columns[0].model_shape[1:]
         if parsable and self._class_names:
             archive.add_endpoint("classify", self.classify, input_signature=[examples])
             methods["classify"] = CLASSIFY_METHOD
