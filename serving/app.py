@@ -70,7 +70,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         test_config: Overrides, e.g. ``{"MODELS": tmp_path, "FILE_SYSTEM_POLL_WAIT_SECONDS": 0}``.
 
     Returns:
-        The Flask app; its repository is ``app.extensions["tfkit_serving"].repository``.
+        The Flask app; its repository is ``app.extensions[EXTENSION].repository``.
 
     Example:
         >>> app = create_app({"MODELS": "models"})          # doctest: +SKIP

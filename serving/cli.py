@@ -369,9 +369,10 @@ def _listen_now(worker: Any) -> None:
 
 def _worker_exit(server: Any, worker: Any) -> None:
     from serving import metric_snapshots  # in the worker
+    from serving.views import tf_serving
 
     extensions = getattr(getattr(worker, "wsgi", None), "extensions", {})
-    core = extensions.get("tfkit_serving")
+    core = extensions.get(tf_serving.EXTENSION)
     if core is not None:
         core.repository.stop()
     snapshots = extensions.get(metric_snapshots.EXTENSION)

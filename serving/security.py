@@ -36,6 +36,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from serving import encoding, methods
 from serving.errors import InvalidArgument, PayloadTooLarge, Unauthenticated
 from serving.limits import nesting_exceeds, size_text
+from serving.views import tf_serving
 
 EXTENSION = "tfkit_security"
 
@@ -388,7 +389,7 @@ def _scrub_error(response: Response, guard: Guard) -> None:
 
 
 def _model_paths() -> tuple[str, ...]:
-    core = current_app.extensions.get("tfkit_serving")
+    core = current_app.extensions.get(tf_serving.EXTENSION)
     repository = getattr(core, "repository", None)
     if repository is None or not hasattr(repository, "base_paths"):
         return ()
