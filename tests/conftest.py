@@ -175,30 +175,50 @@ TFKIT_SERVE = ["-m", "tfkit.cli", "serve"]
 
 
 class ServerProcess:
-    """``python -m serving`` (or ``command``) in a child process, with its log in a file."""
+    """``python -m serving`` (or ``command``) in a child process, with its log in a file.
+
+    ``host=None`` passes no ``--host``; ``default_port`` (the port the server binds with
+    no port flag) passes no port flag: such a server cannot move when its port is taken.
+    """
 
     def __init__(self, args: list[str], log_path: pathlib.Path, port_flag: str = "--port",
-                 command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+                 command: list[str] | None = None, env: dict[str, str] | None = None,
+                 host: str | None = "127.0.0.1", default_port: int | None = None) -> None:
         self.log_path = log_path
         self._env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2",
                          **(env or {}))
+        self._host = host or "127.0.0.1"
         self._argv = [sys.executable, *(command or ["-m", "serving"]), *args,
-                      "--host", "127.0.0.1", port_flag]
+                      *(["--host", host] if host else [])]
+        self._port_flag = None if default_port else port_flag
+        self._default_port = default_port
+        self._retries = PORT_RETRIES
         self._log = None
         self._launch()
 
     def _launch(self) -> None:
         """Starts the child on a port just found free (another process may take it first:
-        ``wait_ready`` then starts it again on another)."""
-        self.port = free_port()
+        ``restarted_on_a_free_port`` then starts it again on another)."""
+        self.port = self._default_port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if self._log is not None:
             self._log.close()
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        port_args = [self._port_flag, str(self.port)] if self._port_flag else []
         self.process = subprocess.Popen(
-            [*self._argv, str(self.port)], cwd=REPO_ROOT, env=self._env, stdout=self._log,
+            [*self._argv, *port_args], cwd=REPO_ROOT, env=self._env, stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def restarted_on_a_free_port(self) -> bool:
+        """If the child exited because another process took its port first, starts it again
+        on another port and says so (a few times at most)."""
+        if (self.process.poll() is None or not self._retries or self._default_port
+                or not self._port_was_taken()):
+            return False
+        self._retries -= 1
+        self._launch()
+        return True
 
     def worker_pid(self) -> int:
         """The gunicorn worker: the serve process's one child, where the models live."""
@@ -209,12 +229,9 @@ class ServerProcess:
 
     def wait_ready(self, path: str) -> None:
         deadline = time.monotonic() + SERVER_START_SECONDS
-        retries = PORT_RETRIES
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                if retries and self._port_was_taken():
-                    retries -= 1
-                    self._launch()
+                if self.restarted_on_a_free_port():
                     continue
                 pytest.fail(f"server exited early:\n{self.log()}")
             try:
@@ -241,7 +258,8 @@ class ServerProcess:
 
     def _port_was_taken(self) -> bool:
         log = self.log()
-        return f"cannot listen on 127.0.0.1:{self.port}" in log or "Address already in use" in log
+        return (f"cannot listen on {self._host}:{self.port}" in log
+                or "Address already in use" in log)
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +335,94 @@ def tfkit_servers(secret_repo, tmp_path_factory):
                 server.process.send_signal(signal.SIGTERM)  # all at once: they stop in parallel
         for server in started.values():
             server.stop()
+
+
+TRAIN_CHILD = pathlib.Path(__file__).resolve().parent / "helpers" / "train_child.py"
+CHILD_SECONDS = 240
+
+
+@pytest.fixture(scope="session")
+def child_baselines(tmp_path_factory) -> dict[str, tuple[dict, dict]]:
+    """``helpers/train_child.py`` run to the end with its defaults on "cpu" and on "cpu:2":
+    ``{strategy: (weights, history)}``, the references that resumed and multi-worker runs
+    must match. Started side by side: each child spends seconds starting TensorFlow."""
+    import json
+
+    tmp = tmp_path_factory.mktemp("child-baselines")
+    runs = {}
+    for strategy in ("cpu", "cpu:2"):
+        name = strategy.replace(":", "_")
+        argv = [sys.executable, str(TRAIN_CHILD), "--strategy", strategy, "--logdir",
+                str(tmp / "logs"), "--run", name, "--out", str(tmp / f"{name}.npz")]
+        runs[strategy] = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True)
+    baselines = {}
+    try:
+        for strategy, process in runs.items():
+            out, _ = process.communicate(timeout=CHILD_SECONDS)
+            assert process.returncode == 0, out[-4000:]
+            name = strategy.replace(":", "_")
+            with open(tmp / f"{name}.json") as history:
+                baselines[strategy] = (dict(np.load(tmp / f"{name}.npz")), json.load(history))
+    finally:
+        for process in runs.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return baselines
+
+
+
+
+def _start_lesson(number: int, tmp_path_factory) -> tuple:
+    """`tfkit tutorial N --fast --workdir W`, as a user runs it, from an empty folder of its
+    own beside W (named ``W-cwd``: it must stay empty)."""
+    workdir = tmp_path_factory.mktemp(f"lesson{number:02d}")
+    here = workdir.parent / f"{workdir.name}-cwd"
+    here.mkdir()
+    log = (workdir.parent / f"{workdir.name}.log").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfkit.cli", "tutorial", str(number), "--fast",
+         "--workdir", str(workdir)], cwd=here, stdout=log, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        start_new_session=True,  # the command and the lesson it starts stop together
+    )
+    return process, workdir, log
+
+
+@pytest.fixture(scope="session")
+def lesson_runs(request, tmp_path_factory):
+    """Starts every selected lesson at once on first use, each in a fresh folder:
+    ``lesson_runs(number)`` is that lesson's (process, workdir, log);
+    ``lesson_runs(number, with_the_others=False)`` starts that one alone.
+
+    Each lesson spends much of its time starting TensorFlow and waiting on the
+    machine; run side by side, they take about as long as the slowest one. Under
+    pytest-xdist's one-test-at-a-time distribution a worker cannot know which lessons
+    it will get, so there each starts when a test asks (``--dist loadgroup`` keeps
+    them together: the tests carry ``xdist_group("lessons")``).
+    """
+    wanted = {item.callspec.params["number"] for item in request.session.items
+              if item.originalname == "test_lesson_runs_fast"}
+    if getattr(request.config, "workerinput", None) is not None and \
+            request.config.getoption("dist", "no") == "load":
+        wanted = set()
+    runs = {}
+
+    def run(number: int, with_the_others: bool = True) -> tuple:
+        if number not in runs:
+            for other in sorted({number, *(wanted if with_the_others else ())} - set(runs)):
+                runs[other] = _start_lesson(other, tmp_path_factory)
+        return runs[number]
+
+    yield run
+    for process, _, log in runs.values():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
 MLP_CLASSES = ["no", "yes"]
 
 

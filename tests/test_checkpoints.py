@@ -58,10 +58,8 @@ def _max_difference(a, b):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("baseline")
-    weights, _ = _run_to_end(tmp, "baseline")
-    return weights
+def uninterrupted(child_baselines):
+    return child_baselines["cpu"][0]
 
 
 # Kill points, in calls of 2 steps, none on an epoch boundary: mid-epoch 1 and 3 of 4.
@@ -87,8 +85,8 @@ def test_sigterm_writes_a_checkpoint_then_resume_matches(tmp_path, uninterrupted
     assert _max_difference(weights, uninterrupted) <= 1e-6
 
 
-def test_resume_with_two_replicas(tmp_path):
-    baseline, _ = _run_to_end(tmp_path, "two", "--strategy", "cpu:2")
+def test_resume_with_two_replicas(tmp_path, child_baselines):
+    baseline = child_baselines["cpu:2"][0]
     code, _ = _start_and_signal(tmp_path, "two-killed", 19, signal.SIGKILL, "--strategy", "cpu:2")
     assert code == -signal.SIGKILL
     weights, log = _run_to_end(tmp_path, "two-killed", "--strategy", "cpu:2")

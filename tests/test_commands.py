@@ -25,7 +25,6 @@ from conftest import (
     TESTDATA,
     TFKIT_SERVE,
     ServerProcess,
-    free_port,
 )
 
 from tfkit.config import TrainConfig
@@ -62,20 +61,13 @@ def _tfkit(*args: str, cwd, env=None, timeout: float = COMMAND_SECONDS):
 
 
 class _Serve(ServerProcess):
-    """`tfkit serve` with exactly the flags given (ServerProcess always adds --host), and
-    `--port` a free port unless `default_port`."""
+    """`tfkit serve` with exactly the flags given (no --host unless given), and `--port` a
+    free port unless `default_port`."""
 
     def __init__(self, args: list[str], log_path, env: dict[str, str] | None = None,
                  default_port: bool = False) -> None:
-        self.port = README_PORT if default_port else free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        port_flag = [] if default_port else ["--port", str(self.port)]
-        self.process = subprocess.Popen(
-            [sys.executable, *TFKIT_SERVE, *args, *port_flag], cwd=REPO_ROOT,
-            env=_env(**(env or {})), stdout=self._log, stderr=subprocess.STDOUT,
-        )
+        super().__init__(args, log_path, command=TFKIT_SERVE, env=env, host=None,
+                         default_port=README_PORT if default_port else None)
 
     def quick_stop(self) -> None:
         """gunicorn's quick stop (SIGINT): a worker still loading TensorFlow need not finish."""
@@ -115,6 +107,8 @@ def _poll(condition, what: str, seconds: float = LISTEN_SECONDS, server=None):
         if value:
             return value
         if server is not None and server.process.poll() is not None:
+            if server.restarted_on_a_free_port():
+                continue
             pytest.fail(f"server exited while waiting for {what}:\n{server.log()}")
         time.sleep(0.1)
     pytest.fail(f"no {what} after {seconds}s" + (f":\n{server.log()}" if server else ""))
@@ -161,15 +155,18 @@ def test_train_command_follows_its_flags(tmp_path):
     assert widths == {8, 1}  # one hidden layer of 8 (the default is 64, 64), one output
 
 
-def test_tutorial_command_runs_lesson_1_fast(tmp_path):
-    (tmp_path / "here").mkdir()
-    done = _tfkit("tutorial", "1", "--fast", "--workdir", str(tmp_path / "work"),
-                  cwd=tmp_path / "here")
-    assert done.returncode == 0, done.stderr[-3000:]
-    m, b = map(float, re.search(r"^learned\s+m = (\S+), b = (\S+)$", done.stdout, re.M).groups())
+@pytest.mark.xdist_group("lessons")  # the lessons' run, started with the others
+def test_tutorial_command_runs_lesson_1_fast(lesson_runs):
+    # `tfkit tutorial 1 --fast --workdir W` from an empty folder; test_tutorials checks the rest.
+    process, workdir, log = lesson_runs(1, with_the_others=False)
+    process.wait(timeout=COMMAND_SECONDS)
+    log.seek(0)
+    out = log.read()
+    assert process.returncode == 0, out[-3000:]
+    m, b = map(float, re.search(r"^learned\s+m = (\S+), b = (\S+)$", out, re.M).groups())
     assert abs(m - 3.0) < 0.05 and abs(b - 2.0) < 0.05  # the truth the lesson prints
-    assert any((tmp_path / "work" / "tensorboard_logs" / "01_what_learning_means").iterdir())
-    assert list((tmp_path / "here").iterdir()) == []
+    assert any((workdir / "tensorboard_logs" / "01_what_learning_means").iterdir())
+    assert list((workdir.parent / f"{workdir.name}-cwd").iterdir()) == []
 
 
 def test_launch_runs_two_workers_that_train_as_one(tmp_path):

@@ -64,19 +64,14 @@ def test_only_the_chief_writes_events_checkpoints_and_exports(two_workers):
     assert not (two_workers / "models-1").exists()
 
 
-def test_two_workers_train_like_one_process_and_like_cpu2(two_workers, tmp_path):
+@pytest.mark.parametrize("strategy", ["cpu", "cpu:2"])
+def test_two_workers_train_like_one_process_and_like_cpu2(two_workers, child_baselines,
+                                                          strategy):
     """The same global batches on every layout: the loss curves agree to float noise."""
     _, multi = _load(two_workers, "mw-0")
-    for strategy in ("cpu", "cpu:2"):
-        done = subprocess.run(
-            [sys.executable, CHILD, "--strategy", strategy, "--logdir", str(tmp_path / "l"),
-             "--run", strategy, "--out", str(tmp_path / f"{strategy}.npz")],
-            capture_output=True, text=True, timeout=RUN_SECONDS,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        _, single = _load(tmp_path, strategy)
-        np.testing.assert_allclose(multi["loss"], single["loss"], rtol=1e-5)
-        assert multi["val_accuracy"][-1] == pytest.approx(single["val_accuracy"][-1], abs=1e-6)
+    _, single = child_baselines[strategy]
+    np.testing.assert_allclose(multi["loss"], single["loss"], rtol=1e-5)
+    assert multi["val_accuracy"][-1] == pytest.approx(single["val_accuracy"][-1], abs=1e-6)
 
 
 def test_kill_one_worker_then_restart_both_resumes(two_workers, tmp_path):

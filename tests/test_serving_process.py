@@ -149,9 +149,7 @@ def test_tf_serving_flags_and_sigterm(start_server):
     response = requests.post(f"{server.url}/v1/models/half:predict",
                              json={"instances": [2.0, 3.0, 4.0]}, timeout=5)
     assert response.json() == {"predictions": [3.0, 3.5, 4.0]}
-    started = time.monotonic()
-    assert server.stop(timeout=30) == 0
-    assert time.monotonic() - started < 30
+    assert server.stop(timeout=30) == 0  # exit 0 on SIGTERM; a kill after the timeout is -9
     assert "Shutting down" in server.log()
 
 

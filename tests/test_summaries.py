@@ -2,8 +2,8 @@
 
 import logging
 import os
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +12,11 @@ import keras
 import numpy as np
 import pytest
 import requests
+from conftest import ChildLines
 
 import tfkit
 
 TENSORBOARD_START_SECONDS = 90
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class WeightsAroundCalls(keras.callbacks.Callback):
@@ -83,16 +78,24 @@ def run_logdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tensorboard(run_logdir):
     root, _ = run_logdir
-    port = _free_port()
     exe = shutil.which("tensorboard", path=os.path.dirname(sys.executable)) or "tensorboard"
+    # Port 0: TensorBoard binds a free port itself and names it, so no other process can
+    # take the port between choosing and binding it.
     proc = subprocess.Popen(
-        [exe, "--logdir", str(root), "--host", "127.0.0.1", "--port", str(port),
+        [exe, "--logdir", str(root), "--host", "127.0.0.1", "--port", "0",
          "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    lines = ChildLines(proc.stderr)
     deadline = time.monotonic() + TENSORBOARD_START_SECONDS
     try:
+        bound = None
+        while bound is None:
+            line = lines.next(deadline)
+            if line is None:
+                pytest.fail("TensorBoard exited:\n" + "".join(lines.seen[-20:]))
+            bound = re.search(r" at (http://127\.0\.0\.1:\d+)/", line)
+        base = bound.group(1)
         while True:
             try:
                 runs = requests.get(f"{base}/data/runs", timeout=5).json()

@@ -3,6 +3,7 @@
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import textwrap
 
@@ -60,34 +61,6 @@ def test_run_passes_flags_and_the_same_tfkit_to_the_child(tmp_path, monkeypatch,
     assert str(pathlib.Path(tutorials.__file__).resolve().parent / "__init__.py") in out
 
 
-@pytest.fixture(scope="session")
-def lesson_runs(request, tmp_path_factory):
-    """Start every selected lesson at once, each in a fresh folder, as a new user would.
-
-    Each lesson spends much of its time starting TensorFlow and waiting on the
-    machine; run side by side, they take about as long as the slowest one.
-    """
-    wanted = sorted({item.callspec.params["number"] for item in request.session.items
-                     if item.originalname == "test_lesson_runs_fast"})
-    runs = {}
-    for number in wanted:
-        lesson = tutorials.find(number)
-        workdir = tmp_path_factory.mktemp(f"lesson{number:02d}")
-        log = (workdir.parent / f"lesson{number:02d}.log").open("w+")
-        process = subprocess.Popen(
-            tutorials.command(lesson, fast=True, workdir=str(workdir)), cwd=workdir,
-            stdout=log, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        )
-        runs[number] = (process, workdir, log)
-    yield runs
-    for process, _, log in runs.values():
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
-
-
 # What each lesson must leave behind, besides everything it prints as "Wrote: <path>".
 EXPECTED = {
     1: ["tensorboard_logs/01_what_learning_means/events.out.tfevents.*"],
@@ -125,17 +98,20 @@ SAYS = {
 
 
 @pytest.mark.timeout(LESSON_SECONDS + 120)  # the lessons run side by side: one may wait long
+@pytest.mark.xdist_group("lessons")  # one xdist worker starts them all (--dist loadgroup)
 @pytest.mark.parametrize("number", [lesson.number for lesson in LESSONS])
 def test_lesson_runs_fast(number, lesson_runs):
-    process, workdir, log = lesson_runs[number]
+    process, workdir, log = lesson_runs(number)
+    here = workdir.parent / f"{workdir.name}-cwd"
     try:
         process.wait(timeout=LESSON_SECONDS)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)  # the command and its lesson
         pytest.fail(f"lesson {number} did not finish within {LESSON_SECONDS}s")
     log.seek(0)
     out = log.read()
     assert process.returncode == 0, out[-4000:]
+    assert list(here.iterdir()) == [], "a lesson writes in --workdir only"
     written = re.findall(r"^Wrote: (.+)$", out, flags=re.MULTILINE)
     assert written, "a lesson says what it wrote"
     for path in written:
