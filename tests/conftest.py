@@ -14,6 +14,8 @@ tf.config.set_logical_device_configuration(
 )
 
 import base64  # noqa: E402
+import contextlib  # noqa: E402
+import fcntl  # noqa: E402
 import pathlib  # noqa: E402
 import queue  # noqa: E402
 import shutil  # noqa: E402
@@ -341,37 +343,52 @@ TRAIN_CHILD = pathlib.Path(__file__).resolve().parent / "helpers" / "train_child
 CHILD_SECONDS = 240
 
 
+@contextlib.contextmanager
+def _made_once_per_run(tmp_path_factory, name: str):
+    """A folder every pytest-xdist worker of this run shares, held under a lock: what one
+    worker makes there, the others find made instead of making it again."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' own temporary folders sit side by side in it
+    folder = root / name
+    folder.mkdir(exist_ok=True)
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def child_baselines(tmp_path_factory) -> dict[str, tuple[dict, dict]]:
     """``helpers/train_child.py`` run to the end with its defaults on "cpu" and on "cpu:2":
     ``{strategy: (weights, history)}``, the references that resumed and multi-worker runs
-    must match. Started side by side: each child spends seconds starting TensorFlow."""
+    must match. Started side by side (each child spends seconds starting TensorFlow), once
+    per run even under pytest-xdist."""
     import json
 
-    tmp = tmp_path_factory.mktemp("child-baselines")
-    runs = {}
-    for strategy in ("cpu", "cpu:2"):
-        name = strategy.replace(":", "_")
-        argv = [sys.executable, str(TRAIN_CHILD), "--strategy", strategy, "--logdir",
-                str(tmp / "logs"), "--run", name, "--out", str(tmp / f"{name}.npz")]
-        runs[strategy] = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True)
-    baselines = {}
-    try:
-        for strategy, process in runs.items():
-            out, _ = process.communicate(timeout=CHILD_SECONDS)
-            assert process.returncode == 0, out[-4000:]
-            name = strategy.replace(":", "_")
+    names = {"cpu": "cpu", "cpu:2": "cpu_2"}
+    with _made_once_per_run(tmp_path_factory, "child-baselines") as tmp:
+        runs = {}
+        for strategy, name in names.items():
+            if not (tmp / f"{name}.json").exists():
+                shutil.rmtree(tmp / "logs" / name, ignore_errors=True)  # no resume: from 0
+                argv = [sys.executable, str(TRAIN_CHILD), "--strategy", strategy, "--logdir",
+                        str(tmp / "logs"), "--run", name, "--out", str(tmp / f"{name}.npz")]
+                runs[strategy] = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                                  stderr=subprocess.STDOUT, text=True)
+        try:
+            for process in runs.values():
+                out, _ = process.communicate(timeout=CHILD_SECONDS)
+                assert process.returncode == 0, out[-4000:]
+        finally:
+            for process in runs.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        baselines = {}
+        for strategy, name in names.items():
             with open(tmp / f"{name}.json") as history:
                 baselines[strategy] = (dict(np.load(tmp / f"{name}.npz")), json.load(history))
-    finally:
-        for process in runs.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
     return baselines
-
-
 
 
 def _start_lesson(number: int, tmp_path_factory) -> tuple:
