@@ -1,5 +1,7 @@
 """README claims about the Python API: tf.data input, a Strategy object, `result.predict`."""
 
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -53,16 +55,26 @@ def test_a_strategy_object_is_the_one_the_run_uses(capsys):
 
 # In a process of its own: two MirroredStrategy objects over the same devices in one
 # process share collective keys, and this one would abort the suite's own cpu:2 runs.
-def test_a_mirrored_strategy_object_of_ones_own_trains_on_both_devices(capsys):
-    # conftest has split the CPU into two logical devices, as the README's user does first.
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    result = tfkit.train("penguins", epochs=2, strategy=strategy, logdir=None, export=None,
-                         verbose=2)
-    assert "2 replica(s)" in capsys.readouterr().out
-    assert result.strategy is strategy
-    assert all(strategy.extended.variable_created_in_scope(w.value)
-               for w in result.model.weights)
-    assert result.history["loss"][-1] < result.history["loss"][0]
+MIRRORED_CHILD = """
+import tensorflow as tf
+import tfkit
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+result = tfkit.train("penguins", epochs=2, strategy=strategy, logdir=None, export=None, verbose=2)
+print("same object:", result.strategy is strategy)
+print("in its scope:", all(strategy.extended.variable_created_in_scope(w.value)
+                           for w in result.model.weights))
+print("loss fell:", result.history["loss"][-1] < result.history["loss"][0])
+"""
+
+
+def test_a_mirrored_strategy_object_of_ones_own_trains_on_both_devices(tmp_path):
+    done = subprocess.run([sys.executable, "-c", MIRRORED_CHILD], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for line in ("2 replica(s)", "same object: True", "in its scope: True", "loss fell: True"):
+        assert line in done.stdout, done.stdout
 
 
 def test_readme_predict_line_names_the_row_it_cannot_answer(dropping):
