@@ -20,6 +20,8 @@ PROBES = 5  # new empty model folders, each seen by a later poll than the one be
 def _serve(command: list[str], args: list[str], cwd) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TFKIT_")}
     env.update(PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    # Each of these servers must refuse before it binds, so the port is never opened and
+    # another process taking it first cannot change the outcome.
     return subprocess.run(
         [sys.executable, *command, *args, "--host", "127.0.0.1", "--port", str(free_port())],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
