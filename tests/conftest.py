@@ -156,6 +156,22 @@ def client(app):
     return app.test_client()
 
 
+def triton_http_client(server, timeout: float):
+    """tritonclient's HTTP client for a ServerProcess; the test is skipped without tritonclient.
+
+    Yields the client and closes it after (use it as a fixture's body: ``yield from``).
+    """
+    http = pytest.importorskip(
+        "tritonclient.http",
+        reason="tritonclient is not installed (pip install 'tritonclient[http]')",
+    )
+    client = http.InferenceServerClient(
+        server.url.removeprefix("http://"), connection_timeout=timeout, network_timeout=timeout
+    )
+    yield client
+    client.close()
+
+
 def wait_for(condition, seconds: float, poll: float = 0.05) -> bool:
     """Poll `condition` until it holds (True) or `seconds` pass (False): no fixed sleeps."""
     deadline = time.monotonic() + seconds

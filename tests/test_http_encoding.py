@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 import pytest
 import requests
-from conftest import TESTDATA, ServerProcess
+from conftest import TESTDATA, ServerProcess, triton_http_client
 
 from serving import encoding
 from serving.errors import InvalidArgument, PayloadTooLarge
@@ -242,13 +242,7 @@ def test_bad_deflate_bodies(data, coding, message):
 
 @pytest.fixture()
 def triton(server):
-    if tritonclient_http is None:
-        pytest.skip("tritonclient is not installed (pip install 'tritonclient[http]')")
-    client = tritonclient_http.InferenceServerClient(
-        server.url.removeprefix("http://"), connection_timeout=TIMEOUT, network_timeout=TIMEOUT
-    )
-    yield client
-    client.close()
+    yield from triton_http_client(server, TIMEOUT)
 
 
 def _infer(triton, binary, seen, **compression):

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import requests
-from conftest import MLP_CLASSES, PENGUIN_ROWS
+from conftest import MLP_CLASSES, PENGUIN_ROWS, triton_http_client
 
 try:  # only the tritonclient tests need it; raw HTTP and the in-process client do not
     import tritonclient.http as tritonclient_http
@@ -25,13 +25,7 @@ def server(v2_repo, start_server):
 
 @pytest.fixture(scope="module")
 def triton(server):
-    if tritonclient_http is None:
-        pytest.skip("tritonclient is not installed (pip install 'tritonclient[http]')")
-    client = tritonclient_http.InferenceServerClient(
-        server.url.removeprefix("http://"), connection_timeout=TIMEOUT, network_timeout=TIMEOUT
-    )
-    yield client
-    client.close()
+    yield from triton_http_client(server, TIMEOUT)
 
 
 def _features(rows: int, seed: int = 0) -> np.ndarray:
