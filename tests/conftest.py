@@ -156,6 +156,15 @@ def client(app):
     return app.test_client()
 
 
+def pytest_collection_modifyitems(items):
+    # schemathesis gives every operation's item its test function's node id; pytest-xdist
+    # schedules by node id and would run one operation of them all. Each gets the id pytest
+    # gives any parametrized item: the function's id with its name's [operation] part.
+    for item in items:
+        if hasattr(item, "operation_label") and item.nodeid.endswith(item.originalname):
+            item._id = item.parent.id.child(item.name)
+
+
 def triton_http_client(server, timeout: float):
     """tritonclient's HTTP client for a ServerProcess; the test is skipped without tritonclient.
 
