@@ -326,7 +326,7 @@ class InferenceCore:
     def _label(self, name: str) -> str:
         # A name from the request becomes a label value only when the server has that
         # model: each value is a series for good, and a client may send any name.
-        return name if name in self.repository.names() else UNKNOWN_MODEL
+        return name if self.repository.has(name) else UNKNOWN_MODEL
 
     def _version(self, name: str, version: str | None, label: str | None) -> int | None:
         if label is not None:

@@ -199,6 +199,10 @@ class ModelRepository:
         """Names of the configured models."""
         return sorted(self._models)
 
+    def has(self, name: str) -> bool:
+        """Whether ``name`` is a configured model (no list built: asked on every request)."""
+        return name in self._models
+
     def ready(self) -> bool:
         """Whether there is a model to serve and every configured model serves a version.
 

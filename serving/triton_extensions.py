@@ -132,7 +132,7 @@ class TritonExtensions:
 
     def _not_served(self, name: str, number: int | None) -> ServingError:
         """Triton's error for a model, or a version of it, that is not being served."""
-        if name not in self.core.repository.names():
+        if not self.core.repository.has(name):
             return InvalidArgument(f"Request for unknown model: '{name}' is not found")
         if number is None:
             return NotFound(f"Request for unknown model: '{name}' has no available versions")
