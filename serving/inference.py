@@ -112,11 +112,8 @@ class InferenceCore:
             states = self.repository.status(name, number)
             return json_codec.dumps({
                 "model_version_status": [
-                    {
-                        "version": str(s.version),
-                        "state": s.state,
-                        "status": {"error_code": s.error_code, "error_message": s.error_message},
-                    }
+                    {"version": str(s.version), "state": s.state,
+                     "status": {"error_code": s.error_code, "error_message": s.error_message}}
                     for s in states
                 ]
             })
@@ -130,11 +127,8 @@ class InferenceCore:
             number = self._version(name, version, label)
             with self.repository.servable(name, number) as servable:
                 return json_codec.dumps({
-                    "model_spec": {
-                        "name": name,
-                        "signature_name": "",
-                        "version": str(servable.version),
-                    },
+                    "model_spec": {"name": name, "signature_name": "",
+                                   "version": str(servable.version)},
                     "metadata": {"signature_def": {"signature_def": servable.signature_defs_json}},
                 })
 
@@ -163,10 +157,8 @@ class InferenceCore:
         """``POST ...:classify``: ``examples`` → ``results`` of ``[label, score]`` pairs."""
 
         def answer() -> bytes:
-            examples, outputs = self._on_examples(
-                name, body, version, label, CLASSIFY_METHOD, "classify", _classify_outputs
-            )
-            results = _classifications(outputs, len(examples))
+            examples, outputs = self._on_examples(name, body, version, label, "classify")
+            results = classifications(outputs, len(examples))
             return json_codec.dumps_outputs({"results": results}, outputs)
 
         return self._observed(name, "classify", answer, infer=True)
@@ -177,43 +169,48 @@ class InferenceCore:
         """``POST ...:regress``: ``examples`` → ``results``, one float per example."""
 
         def answer() -> bytes:
-            examples, outputs = self._on_examples(
-                name, body, version, label, REGRESS_METHOD, "regress", _regress_outputs
-            )
-            values = outputs["outputs"]
-            if values.shape not in ((len(examples),), (len(examples), 1)):
-                raise InvalidArgument(
-                    "Expected output Tensor shape to be either [batch_size] or "
-                    f"[batch_size, 1] but got {list(values.shape)}"
-                )
-            return json_codec.dumps_outputs({"results": values.reshape(-1)}, outputs)
+            examples, outputs = self._on_examples(name, body, version, label, "regress")
+            results = regressions(outputs, len(examples))
+            return json_codec.dumps_outputs({"results": results}, outputs)
 
         return self._observed(name, "regress", answer, infer=True)
 
-    def _on_examples(
-        self, name: str, body: bytes, version: str | None, label: str | None, method: str,
-        verb: str, outputs_of: Callable[[Signature], list[str]],
-    ) -> tuple[list[bytes], dict[str, np.ndarray]]:
-        """``:classify``/``:regress``: parse, check the signature, run its ``examples``."""
+    def _on_examples(self, name: str, body: bytes, version: str | None, label: str | None,
+                     verb: str) -> tuple[list[bytes], dict[str, np.ndarray]]:
         doc = self._parse(body)
         signature_name = json_codec.signature_name(doc)
         number = self._version(name, version, label)
-        with self.servable(name, number) as servable:
-            what = "classification" if verb == "classify" else "regression"
-            signature = _checked(servable.signature(signature_name), method, what)
-            wanted = outputs_of(signature)
-            examples = json_codec.examples_from_json(doc, verb)
-            outputs = self._run_examples(name, servable, signature, examples, wanted)
+        _, examples, outputs = self.run_examples(
+            name, number, signature_name, lambda: json_codec.examples_from_json(doc, verb), verb)
         return examples, outputs
 
-    def _parse(self, body: bytes) -> dict[str, Any]:
-        doc = json_codec.parse_body(body)
-        rows = json_codec.batch_rows(doc)
+    def run_examples(self, name: str, number: int | None, signature_name: str,
+                     examples: Callable[[], list[bytes]], verb: str) -> tuple[int, list, dict]:
+        """``classify`` or ``regress`` (``verb``) of tf.Examples, for any transport.
+
+        ``examples`` gives them serialized, called once the signature is checked (so a
+        request's errors come in TF Serving's order). Returns the version that answered,
+        the examples, and the outputs (``classes``/``scores``, or ``outputs``) by alias.
+        """
+        method, what, outputs_of = _EXAMPLE_CALLS[verb]
+        with self.servable(name, number) as servable:
+            signature = _checked(servable.signature(signature_name), method, what)
+            wanted = outputs_of(signature)
+            rows = examples()
+            outputs = self._run_examples(name, servable, signature, rows, wanted)
+            return servable.version, rows, outputs
+
+    def check_rows(self, rows: int) -> None:
+        """Refuses a request of more rows than ``max_batch_rows``, whatever its transport."""
         if self.max_batch_rows is not None and rows > self.max_batch_rows:
             raise InvalidArgument(
                 f"Request has {rows} rows; the server accepts at most {self.max_batch_rows} "
                 "per request (max_batch_rows). Split the batch into smaller requests."
             )
+
+    def _parse(self, body: bytes) -> dict[str, Any]:
+        doc = json_codec.parse_body(body)
+        self.check_rows(json_codec.batch_rows(doc))
         return doc
 
     def run(
@@ -288,9 +285,8 @@ class InferenceCore:
         # as TF Serving does (half_plus_three's regress signature declares DT_FLOAT).
         return self.run(name, servable, signature, {"inputs": serialized}, aliases)
 
-    def _observed(
-        self, name: str, api: str, answer: Callable[[], T], infer: bool = False
-    ) -> T:
+    def observed(self, name: str, api: str, answer: Callable[[], T], infer: bool = False) -> T:
+        """Runs ``answer`` as one request of ``api``: counted, timed, batched when ``infer``."""
         start = time.perf_counter_ns()
         status = "OK"
         request = _Request() if infer else None
@@ -328,7 +324,8 @@ class InferenceCore:
         # model: each value is a series for good, and a client may send any name.
         return name if self.repository.has(name) else UNKNOWN_MODEL
 
-    def _version(self, name: str, version: str | None, label: str | None) -> int | None:
+    def version_number(self, name: str, version: str | None, label: str | None) -> int | None:
+        """A request's version (digits as text) or label as a version number; None: latest."""
         if label is not None:
             return self.repository.label_version(name, label)
         if version is None:
@@ -341,6 +338,8 @@ class InferenceCore:
                 f"Expected a version number from 0 to {_MAX_VERSION}"
             )
         return int(digits)
+
+    _observed, _version = observed, version_number  # the names the HTTP layers call
 
 
 def _rows(arrays: dict[str, np.ndarray]) -> int:
@@ -385,6 +384,17 @@ def _shape_hint(signature: Signature, arrays: dict[str, np.ndarray]) -> str:
     return ""
 
 
+def regressions(outputs: dict[str, np.ndarray], batch: int) -> np.ndarray:
+    """``regress``'s one value per example, from a regression signature's ``outputs``."""
+    values = outputs["outputs"]
+    if values.shape not in ((batch,), (batch, 1)):
+        raise InvalidArgument(
+            "Expected output Tensor shape to be either [batch_size] or "
+            f"[batch_size, 1] but got {list(values.shape)}"
+        )
+    return values.reshape(-1)
+
+
 def _classify_outputs(signature: Signature) -> list[str]:
     wanted = [a for a in ("classes", "scores") if a in signature.outputs]
     if not wanted:
@@ -400,7 +410,12 @@ def _regress_outputs(signature: Signature) -> list[str]:
     return ["outputs"]
 
 
-def _classifications(outputs: dict[str, np.ndarray], batch: int) -> list[list[list[Any]]]:
+_EXAMPLE_CALLS = {"classify": (CLASSIFY_METHOD, "classification", _classify_outputs),
+                  "regress": (REGRESS_METHOD, "regression", _regress_outputs)}
+
+
+def classifications(outputs: dict[str, np.ndarray], batch: int) -> list[list[list[Any]]]:
+    """``classify``'s ``[label, score]`` pairs per example, from ``classes`` and/or ``scores``."""
     classes, scores = outputs.get("classes"), outputs.get("scores")
     for alias, array in (("classes", classes), ("scores", scores)):
         if array is None:
