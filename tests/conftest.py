@@ -433,28 +433,16 @@ def _start_lesson(number: int, tmp_path_factory) -> tuple:
 
 
 @pytest.fixture(scope="session")
-def lesson_runs(request, tmp_path_factory):
-    """Starts every selected lesson at once on first use, each in a fresh folder:
-    ``lesson_runs(number)`` is that lesson's (process, workdir, log);
-    ``lesson_runs(number, with_the_others=False)`` starts that one alone.
-
-    Each lesson spends much of its time starting TensorFlow and waiting on the
-    machine; run side by side, they take about as long as the slowest one. Under
-    pytest-xdist's one-test-at-a-time distribution a worker cannot know which lessons
-    it will get, so there each starts when a test asks (``--dist loadgroup`` keeps
-    them together: the tests carry ``xdist_group("lessons")``).
+def lesson_runs(tmp_path_factory):
+    """``lesson_runs(number)`` starts that lesson as a script on first use, in a fresh folder,
+    and is its (process, workdir, log). (tests/test_tutorials.py runs every lesson's notebook;
+    one run of a script through the command is enough besides.)
     """
-    wanted = {item.callspec.params["number"] for item in request.session.items
-              if item.originalname == "test_lesson_runs_fast"}
-    if getattr(request.config, "workerinput", None) is not None and \
-            request.config.getoption("dist", "no") == "load":
-        wanted = set()
     runs = {}
 
-    def run(number: int, with_the_others: bool = True) -> tuple:
+    def run(number: int, with_the_others: bool = False) -> tuple:
         if number not in runs:
-            for other in sorted({number, *(wanted if with_the_others else ())} - set(runs)):
-                runs[other] = _start_lesson(other, tmp_path_factory)
+            runs[number] = _start_lesson(number, tmp_path_factory)
         return runs[number]
 
     yield run

@@ -143,6 +143,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     tutorial.add_argument("--fast", action="store_true", help="a smaller run, under a minute")
     tutorial.add_argument("--workdir", default=None,
                           help="where tensorboard_logs/ and models/ go (default: here)")
+    tutorial.add_argument("--notebook", action="store_true",
+                          help="write the lesson as a Jupyter notebook here instead of running it")
     tutorial.set_defaults(run=_run_tutorial)
 
     launch = sub.add_parser(
@@ -300,6 +302,12 @@ def _run_tutorial(args: argparse.Namespace) -> int:
 
     if args.number is None:
         print(tutorials.listing())
+        return 0
+    if args.notebook:
+        path = tutorials.write_notebook(args.number)
+        print(f"Wrote: {path}\nOpen it:  jupyter lab {path}\n(Jupyter comes with "
+              "pip install 'tfkit[notebooks]'; TFKIT_LESSON_FAST=1 jupyter lab ... takes "
+              "the fast path.)")
         return 0
     return tutorials.run(args.number, fast=args.fast, workdir=args.workdir)
 

@@ -1,54 +1,67 @@
-"""What "learning" means: fit a straight line y ≈ m·x + b by gradient descent.
+# %% [markdown]
+# # Lesson 1. What "learning" means: fit a straight line y ≈ m·x + b by gradient descent
+#
+# A model is a function with adjustable numbers. Here the function is a line and the numbers
+# are its slope `m` and intercept `b`. We make noisy points around a line whose true `m` and
+# `b` we know, start from a random guess, and repeat:
+#
+# 1. **guess**: ŷ = m·x + b (the forward pass)
+# 2. **measure**: L = mean((ŷ − y)²) (the loss)
+# 3. **blame**: ∂L/∂m, ∂L/∂b (the gradients, by the chain rule)
+# 4. **nudge**: w_new = w_old − η·∇L (the update; η is the learning rate)
+#
+# The first steps are printed with every number, then `m` and `b` are watched converging to
+# the truth, drawn here and written to TensorBoard one point per step.
+#
+# This notebook is also a script: `tfkit tutorial 1 [--fast]`, or
+# `python tfkit/lessons/01_what_learning_means.py [--fast] [--workdir DIR]`. In Jupyter,
+# `TFKIT_LESSON_FAST=1` takes the fast path (fewer points and steps).
 
-A model is a function with adjustable numbers. Here the function is a line and
-the numbers are its slope `m` and intercept `b`. We make noisy points around a
-line whose true `m` and `b` we know, start from a random guess, and repeat:
-
-    1. guess     ŷ = m·x + b                     (the forward pass)
-    2. measure   L = mean((ŷ − y)²)              (the loss)
-    3. blame     ∂L/∂m, ∂L/∂b                    (the gradients, by the chain rule)
-    4. nudge     w_new = w_old − η·∇L            (the update; η is the learning rate)
-
-The first steps are printed with every number, then `m` and `b` are watched
-converging to the truth. The run is written to TensorBoard, one point per step.
-
-Run:  tfkit tutorial 1 [--fast]
-  or  python tfkit/lessons/01_what_learning_means.py [--fast] [--workdir DIR]
-"""
-
-import argparse
+# %%
 import importlib
 import os
 import shutil
 
 importlib.import_module("tfkit")  # first, so TensorFlow starts without its start-up lines
 
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfkit import datasets  # noqa: E402
+from tfkit import datasets, tutorials  # noqa: E402
 
+FAST, WORKDIR = tutorials.setup()  # FAST: fewer points and steps; WORKDIR: what it writes
 TRUE_M, TRUE_B = 3.0, 2.0
 LEARNING_RATE = 0.3  # η: how far each step moves against the gradient
-RUN = "01_what_learning_means"
+N_POINTS, N_STEPS = (1_000, 60) if FAST else (20_000, 300)
+
+# %% [markdown]
+# ## The data, and a random guess
+#
+# The points lie around the line y = 3·x + 2, with noise of standard deviation 0.1. The
+# model starts from random numbers: it knows nothing yet.
+
+# %%
+x, y = datasets.make_linear(N_POINTS, slope=TRUE_M, intercept=TRUE_B, noise=0.1, seed=0)
+x, y = tf.constant(x[:, 0]), tf.constant(y)
+print(f"{N_POINTS} noisy points around the line y = {TRUE_M}·x + {TRUE_B}; "
+      f"x is uniform in [-1, 1], the noise has standard deviation 0.1")
+
+rng = np.random.default_rng(7)
+m = tf.Variable(rng.normal(), dtype=tf.float32, name="m")
+b = tf.Variable(rng.normal(), dtype=tf.float32, name="b")
+
+# %% [markdown]
+# ## One step: the loss and its gradients, twice
+#
+# L = mean((m·x + b − y)²). The chain rule gives
+# ∂L/∂m = mean(2·(ŷ − y)·x) and ∂L/∂b = mean(2·(ŷ − y)).
+# `tf.GradientTape` records the forward pass and works these out by itself; for a line we can
+# check it against the formula, for a deep network only the tape is practical.
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="fewer points and steps")
-    parser.add_argument("--workdir", default=".", help="tensorboard_logs/ is written here")
-    return parser.parse_args()
-
-
+# %%
 def loss_and_gradients(m, b, x, y):
-    """The loss and its gradients, twice: by hand (chain rule) and by tf.GradientTape.
-
-    L = mean((m·x + b − y)²). The chain rule gives
-        ∂L/∂m = mean(2·(ŷ − y)·x)     ∂L/∂b = mean(2·(ŷ − y))
-    The tape records the forward pass and works these out by itself; for a
-    line we can check it against the formula, for a deep network only the
-    tape is practical.
-    """
     with tf.GradientTape() as tape:
         prediction = m * x + b  # 1. guess
         loss = tf.reduce_mean((prediction - y) ** 2)  # 2. measure
@@ -70,65 +83,82 @@ def show_step(step, m, b, loss, grads, by_hand):
     print(f"            b ← {float(b):+.4f} − {LEARNING_RATE}·({grad_b:+.4f}) = {new_b:+.4f}")
 
 
-def main() -> int:
-    args = parse_args()
-    n_points, n_steps = (1_000, 60) if args.fast else (20_000, 300)
-    x, y = datasets.make_linear(n_points, slope=TRUE_M, intercept=TRUE_B, noise=0.1, seed=0)
-    x, y = tf.constant(x[:, 0]), tf.constant(y)
-    print(f"{n_points} noisy points around the line y = {TRUE_M}·x + {TRUE_B}; "
-          f"x is uniform in [-1, 1], the noise has standard deviation 0.1")
+# %% [markdown]
+# ## The loop: guess, measure, blame, nudge, again and again
+#
+# Every step is also written to TensorBoard (`loss`, `m`, `b` and the two gradients), and kept
+# in `history` to draw below.
 
-    # The random guess: the model knows nothing yet.
-    rng = np.random.default_rng(7)
-    m = tf.Variable(rng.normal(), dtype=tf.float32, name="m")
-    b = tf.Variable(rng.normal(), dtype=tf.float32, name="b")
+# %%
+logdir = os.path.join(WORKDIR, "tensorboard_logs", "01_what_learning_means")
+shutil.rmtree(logdir, ignore_errors=True)  # a re-run replaces its old curves
+writer = tf.summary.create_file_writer(logdir)
+history = {"loss": [], "m": [], "b": []}
 
-    logdir = os.path.join(args.workdir, "tensorboard_logs", RUN)
-    shutil.rmtree(logdir, ignore_errors=True)  # a re-run replaces its old curves
-    writer = tf.summary.create_file_writer(logdir)
+print(f"The first steps, every number shown (η, the learning rate, is {LEARNING_RATE}):")
+every = N_STEPS // 10
+for step in range(N_STEPS):
+    loss, grads, by_hand = loss_and_gradients(m, b, x, y)
+    if step < 3:
+        show_step(step, m, b, loss, grads, by_hand)
+    elif step % every == 0 or step == N_STEPS - 1:
+        if step < 3 + every:
+            print(f"\nThen the same again and again ({N_STEPS} steps in all):")
+            print(f"{'step':>6} {'m':>9} {'b':>9} {'loss':>10}")
+        print(f"{step:>6} {float(m):>9.4f} {float(b):>9.4f} {float(loss):>10.6f}")
+    with writer.as_default(step=step):
+        for name, value in {"loss": loss, "m": m, "b": b,
+                            "dL_dm": grads[0], "dL_db": grads[1]}.items():
+            tf.summary.scalar(name, value)
+    for name, value in (("loss", loss), ("m", m), ("b", b)):
+        history[name].append(float(value))
+    m.assign_sub(LEARNING_RATE * grads[0])  # 4. nudge: w_new = w_old − η·∇L
+    b.assign_sub(LEARNING_RATE * grads[1])
+writer.close()
 
-    print("\nThe first steps, every number shown (η, the learning rate, is "
-          f"{LEARNING_RATE}):")
-    every = n_steps // 10
-    for step in range(n_steps):
-        loss, grads, by_hand = loss_and_gradients(m, b, x, y)
-        if step < 3:
-            show_step(step, m, b, loss, grads, by_hand)
-        elif step % every == 0 or step == n_steps - 1:
-            if step < 3 + every:
-                print(f"\nThen the same again and again ({n_steps} steps in all):")
-                print(f"{'step':>6} {'m':>9} {'b':>9} {'loss':>10}")
-            print(f"{step:>6} {float(m):>9.4f} {float(b):>9.4f} {float(loss):>10.6f}")
-        with writer.as_default(step=step):
-            for name, value in {"loss": loss, "m": m, "b": b,
-                                "dL_dm": grads[0], "dL_db": grads[1]}.items():
-                tf.summary.scalar(name, value)
-        m.assign_sub(LEARNING_RATE * grads[0])  # 4. nudge: w_new = w_old − η·∇L
-        b.assign_sub(LEARNING_RATE * grads[1])
-    writer.close()
-    return report(float(m), float(b), x.numpy(), y.numpy(), logdir)
+# %% [markdown]
+# ## What to look at
+#
+# On the left the loss falls fast, then flattens; on the right `m` and `b` climb to their true
+# values 3 and 2 (dashed). The loss cannot reach 0: it stops near 0.01 = 0.1², the noise's
+# variance, because no line can predict noise.
 
+# %%
+figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+left.plot(history["loss"])
+left.axhline(0.01, color="gray", linestyle=":", label="0.01: the noise's variance")
+left.set(title="Loss", xlabel="step", ylabel="mean squared error", yscale="log")
+left.legend()
+for name, truth, color in (("m", TRUE_M, "tab:blue"), ("b", TRUE_B, "tab:orange")):
+    right.plot(history[name], color=color, label=f"{name} (truth {truth:g})")
+    right.axhline(truth, color=color, linestyle="--", alpha=0.6)
+right.set(title="m and b converging to the truth", xlabel="step")
+right.legend()
+tutorials.show(figure, os.path.join(WORKDIR, "01_loss_and_m_b.png"))
 
-def report(m: float, b: float, x: np.ndarray, y: np.ndarray, logdir: str) -> int:
-    # The noise is random, so even the best possible line (least squares,
-    # solved in closed form) misses the truth a little: that is the floor.
-    best_m, best_b = np.polyfit(x, y, 1)
-    print(f"\nlearned      m = {m:.4f}, b = {b:.4f}")
-    print(f"truth        m = {TRUE_M:.4f}, b = {TRUE_B:.4f}")
-    print(f"best fit     m = {best_m:.4f}, b = {best_b:.4f}  (least squares on these points)")
-    error_m, error_b = abs(m - TRUE_M) / TRUE_M, abs(b - TRUE_B) / TRUE_B
-    print(f"off by       m: {100 * error_m:.2f} %, b: {100 * error_b:.2f} %")
-    print("The loss stops near 0.01 = 0.1², the noise's variance: no line can predict noise.")
-    print(f"\nWrote: {logdir}")
-    print(f"Look at: tensorboard --logdir {logdir}")
-    print("  Scalars: 'loss' falls fast then flattens; 'm' and 'b' climb to 3 and 2; "
-          "'dL_dm' and 'dL_db' shrink toward 0 — at the bottom of the loss there is "
-          "no downhill left.")
-    if max(error_m, error_b) > 0.02:
-        print("m or b is more than 2 % from the truth: try more steps")
-        return 1
-    return 0
+# %% [markdown]
+# ## How close did it get?
+#
+# The noise is random, so even the best possible line (least squares, solved in closed form)
+# misses the truth a little: that is the floor. Gradient descent should land next to it.
 
+# %%
+m, b = float(m), float(b)
+best_m, best_b = np.polyfit(x.numpy(), y.numpy(), 1)
+print(f"learned      m = {m:.4f}, b = {b:.4f}")
+print(f"truth        m = {TRUE_M:.4f}, b = {TRUE_B:.4f}")
+print(f"best fit     m = {best_m:.4f}, b = {best_b:.4f}  (least squares on these points)")
+error_m, error_b = abs(m - TRUE_M) / TRUE_M, abs(b - TRUE_B) / TRUE_B
+print(f"off by       m: {100 * error_m:.2f} %, b: {100 * error_b:.2f} %")
+if max(error_m, error_b) > 0.02:
+    raise RuntimeError("m or b is more than 2 % from the truth: try more steps")
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+# %% [markdown]
+# ## In TensorBoard
+#
+# Scalars: `loss` falls fast then flattens; `m` and `b` climb to 3 and 2; `dL_dm` and `dL_db`
+# shrink toward 0: at the bottom of the loss there is no downhill left.
+
+# %%
+print(f"Wrote: {logdir}")
+print(f"Look at: tensorboard --logdir {logdir}")

@@ -1,23 +1,23 @@
-"""From model to HTTP: export a SavedModel, serve it, and ask it for predictions.
+# %% [markdown]
+# # Lesson 7. From model to HTTP: export a SavedModel, serve it, and ask it for predictions
+#
+# A trained model is useful when other programs can ask it questions. This lesson trains a
+# penguin classifier, exports it as a versioned SavedModel (`models/penguins/<version>/`),
+# starts tfkit's model server on it (the same as running `tfkit serve --models models`) and
+# asks for a prediction over HTTP, printing each request as a `curl` command and sending it
+# with Python's `requests`:
+#
+# - in TensorFlow Serving's REST format (`/v1/models/...`), rows or columns;
+# - in KServe's V2 format, the Open Inference Protocol (`/v2/models/...`).
+#
+# Any TF Serving or KServe client works against the server unchanged, and the same export can
+# be handed to TF Serving or KServe themselves.
+#
+# Also a script: `tfkit tutorial 7 [--fast]`. In Jupyter, `TFKIT_LESSON_FAST=1` takes the fast
+# path (fewer epochs).
 
-A trained model is useful when other programs can ask it questions. This
-lesson trains a penguin classifier, exports it as a versioned SavedModel
-(models/penguins/<version>/), starts tfkit's model server on it — the same as
-running `tfkit serve --models models` — and asks for a prediction over HTTP,
-printing each request as a `curl` command and sending it with Python's
-`requests`:
-
-    - in TensorFlow Serving's REST format (/v1/models/...), rows or columns;
-    - in KServe's V2 format, the Open Inference Protocol (/v2/models/...).
-
-Any TF Serving or KServe client works against the server unchanged, and the
-same export can be handed to TF Serving or KServe themselves.
-
-Run:  tfkit tutorial 7 [--fast]
-  or  python tfkit/lessons/07_from_model_to_http.py [--fast] [--workdir DIR]
-"""
-
-import argparse
+# %%
+import atexit
 import importlib
 import json
 import os
@@ -34,66 +34,54 @@ import requests  # noqa: E402
 import tensorflow as tf  # noqa: E402  (only to quiet its logger)
 
 import tfkit  # noqa: E402
+from tfkit import tutorials  # noqa: E402
 
+FAST, WORKDIR = tutorials.setup()
+warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
+tf.get_logger().setLevel("ERROR")  # TensorFlow's notices about its own deprecations
 MODEL = "penguins"
 SERVER_START_SECONDS = 180  # the server imports TensorFlow and loads the model first
-# One bird, as its raw measurements: the exported model does its own preprocessing.
-PENGUIN = {
-    "island": "Biscoe", "bill_length_mm": 45.2, "bill_depth_mm": 14.8,
-    "flipper_length_mm": 212.0, "body_mass_g": 5200.0, "sex": "female", "year": 2009.0,
-}
+models = os.path.join(WORKDIR, "models")
+
+# %% [markdown]
+# ## 1-2. Train and export
+#
+# `export=` names the model repository: each export is a new numbered folder, so a server can
+# move to the new version without stopping.
+
+# %%
+epochs = 5 if FAST else 40
+result = tfkit.train(
+    "penguins", model="mlp", epochs=epochs, strategy="cpu", verbose=False,
+    logdir=os.path.join(WORKDIR, "tensorboard_logs"), run_name="07_from_model_to_http",
+    resume=False, export=models, model_name=MODEL,
+)
+print(f"1. trained: validation accuracy {result.history['val_accuracy'][-1]:.3f} "
+      f"after {epochs} epochs")
+print(f"2. exported to {result.export_path}/")
+for name in sorted(os.listdir(result.export_path)):
+    print(f"     {name}")
+
+# %% [markdown]
+# ## 3. Start the server
+#
+# On a free port of 127.0.0.1 (port 0: the system picks one), in a process of its own. Then
+# poll the model's status until its version is `AVAILABLE`, for a bounded time. The server
+# stops at the end of the lesson, or when this Python exits.
+
+# %%
+with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+command = [sys.executable, "-m", "serving", "--models", models,
+           "--rest_api_port", str(port), "--host", "127.0.0.1"]
+print(f"3. starting the server: python {shlex.join(command[1:])}")
+print(f"   (from a shell: tfkit serve --models {models} --port {port})")
+server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+base = f"http://127.0.0.1:{port}"
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="fewer epochs")
-    parser.add_argument("--workdir", default=".",
-                        help="tensorboard_logs/ and models/ are written here")
-    return parser.parse_args()
-
-
-def train_and_export(workdir: str, epochs: int) -> str:
-    models = os.path.join(workdir, "models")
-    result = tfkit.train(
-        "penguins", model="mlp", epochs=epochs, strategy="cpu", verbose=False,
-        logdir=os.path.join(workdir, "tensorboard_logs"), run_name="07_from_model_to_http",
-        resume=False, export=models, model_name=MODEL,
-    )
-    print(f"1. trained: validation accuracy {result.history['val_accuracy'][-1]:.3f} "
-          f"after {epochs} epochs")
-    print(f"2. exported to {result.export_path}/ — a new numbered folder per export, so a "
-          "server can move to the new version without stopping")
-    for name in sorted(os.listdir(result.export_path)):
-        print(f"     {name}")
-    return result.export_path
-
-
-def show_signature(base: str) -> None:
-    """What a client must send and gets back: the model's signature, from TF Serving's
-    metadata request (`saved_model_cli show --dir <export> --all` shows it offline)."""
-    print(f"   $ curl -s {base}/v1/models/{MODEL}/metadata")
-    metadata = requests.get(f"{base}/v1/models/{MODEL}/metadata", timeout=30).json()
-    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
-    print("   its 'serving_default' signature, what a request holds and an answer brings:")
-    for direction in ("inputs", "outputs"):
-        for name, tensor in sorted(signature[direction].items()):
-            dims = [int(d.get("size", -1)) for d in tensor.get("tensor_shape", {}).get("dim", [])]
-            print(f"     {direction[:-1]:<7} {name:<18} {tensor.get('dtype', '?'):<10} "
-                  f"shape {dims} (-1: any number of rows)")
-
-
-def start_server(models: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [sys.executable, "-m", "serving", "--models", models,
-               "--rest_api_port", str(port), "--host", "127.0.0.1"]
-    print(f"\n3. starting the server: python {shlex.join(command[1:])}")
-    print(f"   (from a shell: tfkit serve --models {models} --port {port})")
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return server, f"http://127.0.0.1:{port}"
-
-
-def wait_until_ready(server: subprocess.Popen, base: str) -> None:
-    """Poll the model's status until its version is AVAILABLE, for a bounded time."""
+def wait_until_ready() -> None:
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -110,7 +98,35 @@ def wait_until_ready(server: subprocess.Popen, base: str) -> None:
     raise RuntimeError(f"the server was not ready within {SERVER_START_SECONDS}s")
 
 
-def post(base: str, path: str, body: dict) -> dict:
+def stop() -> None:
+    server.terminate()  # SIGTERM: the server finishes its requests and exits
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+atexit.register(stop)  # should a later cell fail, the server still stops with Python
+wait_until_ready()
+
+# %% [markdown]
+# What a client must send and gets back: the model's `serving_default` signature, from TF
+# Serving's metadata request (`saved_model_cli show --dir <export> --all` shows it offline).
+# A shape of -1 means any number of rows.
+
+# %%
+print(f"   $ curl -s {base}/v1/models/{MODEL}/metadata")
+metadata = requests.get(f"{base}/v1/models/{MODEL}/metadata", timeout=30).json()
+signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+for direction in ("inputs", "outputs"):
+    for name, tensor in sorted(signature[direction].items()):
+        dims = [int(d.get("size", -1)) for d in tensor.get("tensor_shape", {}).get("dim", [])]
+        print(f"     {direction[:-1]:<7} {name:<18} {tensor.get('dtype', '?'):<10} shape {dims}")
+
+
+# %%
+def post(path: str, body: dict) -> dict:
     """Print the request as a curl command, send it with requests, print the answer."""
     url = base + path
     print(f"\n   $ curl -s -X POST {url} \\\n       -d {shlex.quote(json.dumps(body))}")
@@ -121,78 +137,49 @@ def post(base: str, path: str, body: dict) -> dict:
     return answer.json()
 
 
-def ask_tf_serving(base: str) -> dict:
-    print("\n4. TensorFlow Serving's REST format")
-    print("   Row format: a list of instances, each a dict of named inputs.")
-    rows = post(base, f"/v1/models/{MODEL}:predict", {"instances": [PENGUIN]})
-    print("   Column format: each input once, holding a list of values for every row.")
-    columns = {name: [value] for name, value in PENGUIN.items()}
-    post(base, f"/v1/models/{MODEL}:predict", {"inputs": columns})
-    prediction = rows["predictions"][0]
-    print(f"\n   The answer: {prediction['classes']} — probabilities "
-          f"{[round(p, 3) for p in prediction['probabilities']]}")
-    return prediction
+# %% [markdown]
+# ## 4. TensorFlow Serving's REST format
+#
+# One bird, as its raw measurements: the exported model does its own preprocessing. Row
+# format: a list of instances, each a dict of named inputs. Column format: each input once,
+# holding a list of values for every row.
 
+# %%
+PENGUIN = {
+    "island": "Biscoe", "bill_length_mm": 45.2, "bill_depth_mm": 14.8,
+    "flipper_length_mm": 212.0, "body_mass_g": 5200.0, "sex": "female", "year": 2009.0,
+}
+rows = post(f"/v1/models/{MODEL}:predict", {"instances": [PENGUIN]})
+post(f"/v1/models/{MODEL}:predict", {"inputs": {name: [v] for name, v in PENGUIN.items()}})
+prediction = rows["predictions"][0]
+print(f"\n   The answer: {prediction['classes']} — probabilities "
+      f"{[round(p, 3) for p in prediction['probabilities']]}")
 
-def ask_kserve_v2(base: str) -> bool:
-    print("\n5. KServe V2 (the Open Inference Protocol)")
-    print(f"   $ curl -s {base}/v2/health/ready")
-    ready = requests.get(f"{base}/v2/health/ready", timeout=10)
-    if ready.status_code == 404:
-        print("   skipped: this server does not speak KServe V2 yet "
-              "(/v2/health/ready answered 404)")
-        return False
-    print(f"   requests.get(...) → HTTP {ready.status_code}")
-    print("   Each input is a named tensor: its shape, its datatype and its values, flat.")
-    inputs = [
-        {"name": name, "shape": [1],
-         "datatype": "BYTES" if isinstance(value, str) else "FP32", "data": [value]}
-        for name, value in PENGUIN.items()
-    ]
-    answer = post(base, f"/v2/models/{MODEL}/infer", {"inputs": inputs})
-    for output in answer.get("outputs", []):
-        print(f"   output {output['name']!r}: {output['datatype']} {output['shape']} "
-              f"{output['data']}")
-    return True
+# %% [markdown]
+# ## 5. KServe V2, the Open Inference Protocol
+#
+# Each input is a named tensor: its shape, its datatype and its values, flat.
 
+# %%
+print(f"   $ curl -s {base}/v2/health/ready")
+ready = requests.get(f"{base}/v2/health/ready", timeout=10)
+print(f"   requests.get(...) → HTTP {ready.status_code}")
+inputs = [{"name": name, "shape": [1], "datatype": "BYTES" if isinstance(value, str) else "FP32",
+           "data": [value]} for name, value in PENGUIN.items()]
+answer = post(f"/v2/models/{MODEL}/infer", {"inputs": inputs})
+for output in answer.get("outputs", []):
+    print(f"   output {output['name']!r}: {output['datatype']} {output['shape']} {output['data']}")
 
-def stop(server: subprocess.Popen) -> None:
-    server.terminate()  # SIGTERM: the server finishes its requests and exits
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+# %% [markdown]
+# ## 6. Stop the server
+#
+# SIGTERM: the server finishes the requests it has and exits. From a shell,
+# `tfkit serve --models tfkit_lessons/models` serves the same export on port 8501, and the
+# `curl` lines above work against it.
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))  # port 0: the system picks a free one
-        return sock.getsockname()[1]
-
-
-def main() -> int:
-    args = parse_args()
-    warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
-    tf.get_logger().setLevel("ERROR")  # TensorFlow's notices about its own deprecations
-    export_path = train_and_export(args.workdir, epochs=5 if args.fast else 40)
-    models = os.path.join(args.workdir, "models")
-    server, base = start_server(models)
-    try:
-        wait_until_ready(server, base)
-        show_signature(base)
-        ask_tf_serving(base)
-        ask_kserve_v2(base)
-    finally:
-        stop(server)
-    print("\n6. server stopped")
-    print(f"\nWrote: {export_path}")
-    print(f"Wrote: {os.path.join(args.workdir, 'tensorboard_logs', '07_from_model_to_http')}")
-    print(f"Look at: tensorboard --logdir {os.path.join(args.workdir, 'tensorboard_logs')}")
-    print(f"Serve it yourself: tfkit serve --models {models}   (then the curl lines above "
-          "work against port 8501)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+# %%
+stop()
+print("6. server stopped")
+print(f"Wrote: {result.export_path}")
+print(f"Wrote: {os.path.join(WORKDIR, 'tensorboard_logs', '07_from_model_to_http')}")
+print(f"Look at: tensorboard --logdir {os.path.join(WORKDIR, 'tensorboard_logs')}")
