@@ -1,4 +1,4 @@
-"""``tfkit serve``: the command-line flags (TF Serving's names too) and the WSGI server.
+"""``tfkit serve``: the command-line flags (TF Serving's names too), the WSGI and gRPC servers.
 
 The server is gunicorn with ``gthread`` workers, one per CPU core
 (``os.cpu_count()``) by default, each with 16 threads. Threads, because
@@ -29,6 +29,15 @@ workers, the other workers' numbers up to about a second old
 (``serving/metric_snapshots.py``; the master gives the workers a private
 temporary folder for it and removes it when it stops).
 
+gRPC (``serving/grpc_server.py``: TF Serving's ``PredictionService`` and
+``ModelService``, KServe V2's ``GRPCInferenceService``) runs in every worker
+beside the WSGI server, on a port of its own that every worker binds with
+``SO_REUSEPORT``, from the same app and models. Which flag names which port
+(``ports``): with ``--rest_api_port`` given, the invocation is TF Serving's and
+``--port`` is the gRPC port (default 8500), as for ``tensorflow_model_server``;
+otherwise ``--port`` is the REST port (default 8501) and ``--grpc-port`` turns
+gRPC on.
+
 The app is created in each worker after the fork (gunicorn's master never imports
 TensorFlow, which is not fork-safe), and gunicorn gives us graceful SIGTERM
 handling. Measured on a 2-core machine (client on the same cores), half_plus_two,
@@ -53,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501  # TF Serving's REST port
+DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port
+GRPC_GRACE_SECONDS = 5.0  # calls in flight at SIGTERM; below gunicorn's graceful_timeout
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,11 +95,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="interface to bind (default 127.0.0.1: this machine only)")
     server.add_argument(
         "--port", type=int, default=None,
-        help=f"HTTP port (default {DEFAULT_PORT}); ignored when --rest_api_port is given, "
-             "as TF Serving's --port is its gRPC port",
+        help=f"HTTP port (default {DEFAULT_PORT}); with --rest_api_port given, the gRPC port "
+             f"instead (default {DEFAULT_GRPC_PORT}), as TF Serving's --port is",
     )
     server.add_argument("--rest_api_port", "--rest-api-port", type=int, default=None,
-                        help="HTTP port, TF Serving's name for it")
+                        help="HTTP port, TF Serving's name for it; makes --port the gRPC port")
+    server.add_argument(
+        "--grpc-port", "--grpc_port", type=int, default=None,
+        help="serve gRPC (TF Serving's PredictionService and ModelService, KServe V2's "
+             "GRPCInferenceService) on this port; 0: no gRPC (default: none, or --port "
+             "when --rest_api_port is given)",
+    )
+    server.add_argument("--grpc_max_threads", "--grpc-max-threads", type=int, default=16,
+                        help="gRPC calls handled at once in each worker process")
     server.add_argument("--rest_api_num_threads", "--threads", type=int, default=16,
                         help="request threads in each worker process")
     server.add_argument(
@@ -169,6 +188,21 @@ def batching_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
+def ports(args: argparse.Namespace) -> tuple[int, int | None]:
+    """The REST port and the gRPC port (None: no gRPC) the flags name.
+
+    TF Serving's invocation, recognised by ``--rest_api_port``, takes ``--port`` as
+    the gRPC port (default 8500). Otherwise ``--port`` is the REST port (default
+    8501), as it always was for ``tfkit serve``, and only ``--grpc-port`` turns gRPC on.
+    ``--grpc-port`` wins over a TF Serving ``--port``; 0 turns gRPC off.
+    """
+    if args.rest_api_port is not None:
+        grpc_port = args.grpc_port if args.grpc_port is not None else (
+            args.port if args.port is not None else DEFAULT_GRPC_PORT)
+        return args.rest_api_port, grpc_port or None
+    return args.port or DEFAULT_PORT, args.grpc_port or None
+
+
 def _boolean(text: str) -> bool:
     value = text.strip().lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
@@ -191,7 +225,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # TensorFlow's own INFO lines ("Restoring parameters from ...") repeat serving's.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
     logger.info("Serving %s", _check_model_source(args))
-    port = args.rest_api_port or args.port or DEFAULT_PORT
+    port, grpc_port = ports(args)
     app_config: dict[str, Any] = {
         "FILE_SYSTEM_POLL_WAIT_SECONDS": args.file_system_poll_wait_seconds,
         "MAX_CONTENT_LENGTH": int(args.max_request_mb * 1024 * 1024),
@@ -205,11 +239,18 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.model_config_file:
         app_config["MODEL_CONFIG_FILE"] = args.model_config_file
     app_config.update(_access_config(args))
+    if grpc_port:
+        app_config.update(GRPC_HOST=args.host, GRPC_PORT=grpc_port,
+                          GRPC_MAX_THREADS=args.grpc_max_threads,
+                          GRPC_REUSE_PORT=args.workers > 1)
     metrics_dir = None
     if args.workers > 1:
         # Private (mode 0700): the workers' metric snapshots, see serving/metric_snapshots.py.
         metrics_dir = tempfile.mkdtemp(prefix="tfkit-metrics-")
         app_config["METRICS_DIR"] = metrics_dir
+        from serving import metric_snapshots  # no prometheus_client here: the workers import it
+
+        metric_snapshots.share_with_workers(metrics_dir)  # before gunicorn forks them
     options = {
         "bind": f"{args.host}:{port}",
         "workers": args.workers,
@@ -233,6 +274,8 @@ def run_serve(args: argparse.Namespace) -> int:
     }
     if options["reuse_port"]:
         _check_address_free(args.host, port)
+    if grpc_port:  # bound by the workers only: a port taken would fail each of them
+        _check_address_free(args.host, grpc_port)
     logger.info("Serving on http://%s", options["bind"])
     master = os.getpid()
     try:
@@ -365,13 +408,18 @@ def _listen_now(worker: Any) -> None:
         for listener in worker.sockets:
             util.close_on_exec(listener)
         worker.wait_fds = [*worker.sockets, worker.PIPE[0]]
+    from serving import grpc_server
+
+    grpc_server.start_in_worker(worker.wsgi)  # once the models are loaded, as REST listens
 
 
 def _worker_exit(server: Any, worker: Any) -> None:
-    from serving import metric_snapshots  # in the worker
+    from serving import grpc_server, metric_snapshots  # in the worker
     from serving.views import tf_serving
 
-    extensions = getattr(getattr(worker, "wsgi", None), "extensions", {})
+    app = getattr(worker, "wsgi", None)
+    grpc_server.stop(app, GRPC_GRACE_SECONDS)  # first: its calls in flight need the models
+    extensions = getattr(app, "extensions", {})
     core = extensions.get(tf_serving.EXTENSION)
     if core is not None:
         core.repository.stop()
