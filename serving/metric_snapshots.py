@@ -1,114 +1,87 @@
-"""Metrics shared by several worker processes through one snapshot file per worker.
+"""Metrics shared by several worker processes: prometheus_client's multiprocess mode.
 
 With ``--workers N`` (N > 1), ``tfkit serve``'s master process makes a private
-temporary folder and gives it to every worker as ``METRICS_DIR``. Each worker
-keeps recording in memory, as with one worker, and a daemon thread writes the
-worker's numbers to ``<dir>/<pid>.json`` about once a second (``SNAPSHOT_SECONDS``)
-and once more when the worker exits. A scrape answers this worker's live numbers
-plus every other worker's latest file, so other workers' numbers are at most
-about a second old. Files of workers that have exited stay, so totals never go
-down when gunicorn replaces a worker; a worker killed without a clean exit loses
-at most its last second. The master removes the folder when it stops.
+temporary folder, gives it to every worker as ``METRICS_DIR`` and, through
+``share_with_workers``, as ``PROMETHEUS_MULTIPROC_DIR`` in the environment the
+workers inherit. prometheus_client then keeps each worker's numbers in
+memory-mapped files of its own in that folder (``counter_<pid>.db``,
+``histogram_<pid>.db``), written as they change, and a scrape on any worker sums
+every file (``serving.metrics.Metrics.render``): all workers' requests, up to the
+moment of the scrape. Files of workers that have exited stay, so totals never go
+down when gunicorn replaces a worker; a new worker that gets an old pid goes on
+counting in its file. At exit a worker calls prometheus_client's
+``mark_process_dead``. The master removes the folder when it stops.
 
-Files are written to a temporary name and renamed into place, so a scrape never
-reads half a file.
+Nothing here imports prometheus_client at import time: the master imports this
+module before forking, and prometheus_client picks in-memory or per-process file
+storage once, when it is first imported.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import pathlib
-import threading
-import time
+import sys
+from typing import TYPE_CHECKING
 
-from flask import Flask
+if TYPE_CHECKING:  # imported for their names only: serving.metrics imports prometheus_client
+    from flask import Flask
 
-from serving.metrics import Metrics, State
-
-logger = logging.getLogger(__name__)
+    from serving.metrics import Metrics
 
 EXTENSION = "tfkit_metric_snapshots"
-SNAPSHOT_SECONDS = 1.0
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's name for the folder
 
 
-class MetricSnapshots:
-    """One worker's side: writes its metrics' state, reads the other workers'.
+def share_with_workers(directory: str | os.PathLike[str]) -> None:
+    """Makes the processes started from this one from now on keep their metrics in ``directory``.
 
-    Example:
-        >>> import tempfile
-        >>> metrics = Metrics()
-        >>> snapshots = MetricSnapshots(metrics, tempfile.mkdtemp())
-        >>> snapshots.write()
-        >>> snapshots.others()  # only this worker's file so far, which is skipped
-        []
+    Called by the process that forks the workers, before anything in it imports
+    prometheus_client.
+
+    Args:
+        directory: An existing private folder, empty or holding earlier workers' files.
+
+    Raises:
+        RuntimeError: prometheus_client is already imported here, so processes forked from
+            this one would keep their numbers to themselves.
     """
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError(
+            f"prometheus_client was imported before {MULTIPROCESS_DIR} was set: worker "
+            "processes forked from here would not share their metrics"
+        )
+    os.environ[MULTIPROCESS_DIR] = os.fspath(directory)
 
-    def __init__(self, metrics: Metrics, directory: str | os.PathLike[str],
-                 interval: float = SNAPSHOT_SECONDS) -> None:
-        self._metrics = metrics
-        self._directory = pathlib.Path(directory)
-        self._interval = interval
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        self._path = self._directory / f"{self._pid}.json"
 
-    def start(self) -> None:
-        """Writes a first snapshot now, then one every ``interval`` seconds in a daemon thread."""
-        if self._path.exists():
-            # An exited worker had this pid: keep its numbers under another name.
-            self._path.replace(self._directory / f"{self._pid}-{time.time_ns()}.json")
-        self.write()
-        self._thread = threading.Thread(target=self._run, name="metric-snapshots", daemon=True)
-        self._thread.start()
+class WorkerMetrics:
+    """One worker's side of the shared folder; ``stop`` at worker exit."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = os.fspath(directory)
 
     def stop(self) -> None:
-        """Stops the thread and writes the final numbers (at worker exit)."""
-        self._stopped.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.write()
+        """Tells prometheus_client this worker is gone (its live gauges, if any, go)."""
+        from prometheus_client import multiprocess
 
-    def write(self) -> None:
-        """Saves this worker's metrics state to ``<dir>/<pid>.json``, atomically."""
-        staging = self._directory / f".{self._pid}.json.tmp"
-        staging.write_text(json.dumps(self._metrics.state()))
-        os.replace(staging, self._path)
-
-    def others(self) -> list[State]:
-        """The latest state of every other worker, exited ones included."""
-        states = []
-        for entry in os.scandir(self._directory):
-            if not entry.name.endswith(".json") or entry.name == self._path.name:
-                continue
-            try:
-                with open(entry.path, encoding="utf-8") as file:
-                    states.append(json.load(file))
-            except FileNotFoundError:  # the master is removing the folder
-                continue
-            except (OSError, ValueError) as exc:
-                logger.warning("Skipping metrics snapshot %s: %s", entry.path, exc)
-        return states
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._interval):
-            try:
-                self.write()
-            except OSError as exc:  # e.g. a full disk; the next round tries again
-                logger.warning("Could not write metrics snapshot %s: %s", self._path, exc)
+        multiprocess.mark_process_dead(os.getpid(), self.directory)
 
 
 def install(app: Flask, metrics: Metrics) -> None:
-    """Shares ``metrics`` with the other workers when ``app.config["METRICS_DIR"]`` is set.
+    """Checks the worker's metrics go to ``app.config["METRICS_DIR"]``, when it is set.
 
-    Without it (one worker, tests), nothing is written and no thread starts.
+    Without it (one worker, tests) nothing is shared and nothing is written.
+
+    Raises:
+        RuntimeError: ``METRICS_DIR`` is set but ``metrics`` does not keep its numbers
+            there: ``share_with_workers`` was not called before the worker started.
     """
     directory = app.config.get("METRICS_DIR")
     if not directory:
         return
-    snapshots = MetricSnapshots(metrics, directory)
-    metrics.add_peers(snapshots.others)
-    snapshots.start()
-    app.extensions[EXTENSION] = snapshots
+    shared = metrics.directory
+    if shared is None or os.path.realpath(shared) != os.path.realpath(directory):
+        raise RuntimeError(
+            f"METRICS_DIR is {directory} but {MULTIPROCESS_DIR} is {shared}: call "
+            "serving.metric_snapshots.share_with_workers(METRICS_DIR) before the workers start"
+        )
+    app.extensions[EXTENSION] = WorkerMetrics(directory)

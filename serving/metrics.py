@@ -1,13 +1,16 @@
-"""Request metrics: Prometheus' under TF Serving's names, and per-version inference statistics.
+"""Request metrics in TF Serving's names, kept by prometheus_client, and per-version statistics.
 
-Each source of metrics (request counts and latencies here, the batcher's in
-``serving/batching.py``) can export its raw numbers as a plain JSON-able
-``State``, and renders from a ``Merged`` sum of any number of such states, so
-several worker processes can show one total (``serving/metric_snapshots.py``).
+prometheus_client keeps the numbers. With ``PROMETHEUS_MULTIPROC_DIR`` set before it is
+imported (``tfkit serve --workers N`` sets it, see ``serving/metric_snapshots.py``),
+every process writes its numbers to files in that folder and a scrape sums all of
+them. The text is written here (``exposition``), in TF Serving's form: its counters
+are named without the ``_total`` that prometheus_client's own text format appends,
+its labels come in its order (``model_name`` first, ``le`` last), and counts are
+integers.
 
-Label values name only models the server has: a request names any model it
-likes, and each new label value is a new series kept for the life of the
-process, so unknown names all count under ``UNKNOWN_MODEL``.
+Label values name only models the server has: a request names any model it likes,
+and each new label value is a new series kept for the life of the process (and of
+the folder), so unknown names all count under ``UNKNOWN_MODEL``.
 
 ``VersionStatistics`` holds one model version's counts and times in the terms of
 Triton's statistics extension (``GET /v2/models/{m}/stats``).
@@ -15,13 +18,20 @@ Triton's statistics extension (``GET /v2/models/{m}/stats``).
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
+import math
+import os
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.utils import floatToGoString
+
+from serving.metric_snapshots import MULTIPROCESS_DIR
 
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
@@ -32,47 +42,27 @@ LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(20))
 # text is a valid Prometheus label value (only label names are restricted); the
 # angle brackets keep it apart from the folder names models usually have.
 UNKNOWN_MODEL = "<unknown>"
-
-# metric name -> rows of [*label values, [numbers]]; numbers add up across processes.
-State = dict[str, list[list]]
-# metric name -> label values -> numbers, summed over states.
-Merged = dict[str, dict[tuple[str, ...], list[float]]]
+REST, GRPC = "REST", "GRPC"  # TF Serving's entrypoint label values
+# TF Serving's label order; any other label follows these, and "le" comes last.
+_LABEL_ORDER = ("model_name", "API", "entrypoint", "status")
 
 
 class Collector(Protocol):
-    """A source of metrics whose numbers can be summed across processes."""
+    """A source of metric families, such as the batcher's ``BatchMetrics``."""
 
-    def state(self) -> State: ...
-
-    def render(self, merged: Merged | None = None) -> str: ...
-
-
-def merge_states(states: Iterable[State]) -> Merged:
-    """Sums the numbers of every series (same metric, same label values) over ``states``.
-
-    Example:
-        >>> one = {"runs": [["m", [1, 2.5]]]}
-        >>> merge_states([one, one, {"runs": [["n", [1, 0.5]]]}])
-        {'runs': {('m',): [2, 5.0], ('n',): [1, 0.5]}}
-    """
-    merged: Merged = defaultdict(dict)
-    for state in states:
-        for name, rows in state.items():
-            series = merged[name]
-            for *labels, numbers in rows:
-                key = tuple(labels)
-                total = series.get(key)
-                series[key] = list(numbers) if total is None else [
-                    a + b for a, b in zip(total, numbers, strict=True)
-                ]
-    return dict(merged)
+    def collect(self) -> Iterable[Metric]: ...
 
 
 class Metrics:
-    """Thread-safe request counters and latency histograms.
+    """Request counters and latency histograms; thread-safe.
 
-    ``render()`` shows this process's numbers plus, once ``add_peers`` is given
-    a source, every other worker's latest state.
+    ``render()`` shows this process's numbers, or, when prometheus_client keeps
+    them in ``directory``, the sum over every process that wrote there.
+
+    Args:
+        directory: prometheus_client's multiprocess folder; by default
+            ``$PROMETHEUS_MULTIPROC_DIR``, which must have been set before
+            prometheus_client was imported for this process's numbers to go there.
 
     Example:
         >>> m = Metrics()
@@ -81,24 +71,26 @@ class Metrics:
         True
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str], int] = defaultdict(int)
-        self._buckets: dict[tuple[str, str], list[int]] = {}
-        self._sums: dict[tuple[str, str], float] = defaultdict(float)
-        self._collectors: list[Collector] = []
-        self._peers: Callable[[], list[State]] | None = None
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.directory = directory or os.environ.get(MULTIPROCESS_DIR) or None
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._count = Counter(REQUEST_COUNT, "The total number of requests.",
+                              ["model_name", "status"], registry=self.registry)
+        self._latency = Histogram(
+            REQUEST_LATENCY,
+            "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+            ["model_name", "API", "entrypoint"], buckets=LATENCY_BUCKETS_US,
+            registry=self.registry,
+        )
+        self._collectors: list[Collector] = [self.registry]
 
     def add_collector(self, collector: Collector) -> None:
-        """Adds another source's metrics (e.g. the batcher's) to ``state()`` and ``render()``."""
+        """Adds another source's metrics (e.g. the batcher's) to ``collect()`` and ``render()``."""
         self._collectors.append(collector)
 
-    def add_peers(self, peers: Callable[[], list[State]]) -> None:
-        """Makes ``render()`` add the states ``peers()`` returns (the other workers')."""
-        self._peers = peers
-
-    def observe(self, model_name: str, api: str, status: str, seconds: float) -> None:
-        """Records one request.
+    def observe(self, model_name: str, api: str, status: str, seconds: float, *,
+                entrypoint: str = REST) -> None:
+        """Counts one request, as TF Serving does for every API call.
 
         Args:
             model_name: A model the server has, or ``UNKNOWN_MODEL``; never unchecked
@@ -106,84 +98,76 @@ class Metrics:
             api: ``predict``, ``classify``, ``regress``, ``status`` or ``metadata``.
             status: Canonical status name, ``"OK"`` on success.
             seconds: Time spent answering.
+            entrypoint: ``REST`` or ``GRPC``: which server took the request.
         """
-        micros = seconds * 1e6
-        index = bisect.bisect_left(LATENCY_BUCKETS_US, micros)
-        with self._lock:
-            self._counts[(model_name, status)] += 1
-            key = (model_name, api)
-            buckets = self._buckets.setdefault(key, [0] * (len(LATENCY_BUCKETS_US) + 1))
-            buckets[index] += 1
-            self._sums[key] += micros
+        self._count.labels(model_name, status).inc()
+        self._latency.labels(model_name, api, entrypoint).observe(seconds * 1e6)
 
-    def state(self) -> State:
-        """This process's numbers, its collectors' included, as JSON-able data."""
-        with self._lock:
-            state: State = {
-                REQUEST_COUNT: [[model, status, [n]]
-                                for (model, status), n in self._counts.items()],
-                # The sum rides after the bucket counts.
-                REQUEST_LATENCY: [[model, api, [*counts, self._sums[(model, api)]]]
-                                  for (model, api), counts in self._buckets.items()],
-            }
-        for collector in self._collectors:
-            state.update(collector.state())
-        return state
+    def collect(self) -> Iterable[Metric]:
+        """The metric families: every process's in ``directory``, else this process's."""
+        if self.directory is not None:
+            return MultiProcessCollector(None, path=os.fspath(self.directory)).collect()
+        return [family for source in self._collectors for family in source.collect()]
 
-    def render(self, merged: Merged | None = None) -> str:
-        """The metrics in Prometheus' text format (version 0.0.4).
-
-        Args:
-            merged: Numbers to show; by default this process's and its peers'.
-        """
-        if merged is None:
-            merged = merge_states([self.state(), *(self._peers() if self._peers else ())])
-        lines = [
-            f"# HELP {REQUEST_COUNT} The total number of requests.",
-            f"# TYPE {REQUEST_COUNT} counter",
-        ]
-        for (model, status), (count,) in sorted(merged.get(REQUEST_COUNT, {}).items()):
-            labels = f'model_name="{escape_label(model)}",status="{status}"'
-            lines.append(f"{REQUEST_COUNT}{{{labels}}} {count}")
-        lines += [
-            f"# HELP {REQUEST_LATENCY} Distribution of wall time (in microseconds) "
-            "for Tensorflow Serving request.",
-            f"# TYPE {REQUEST_LATENCY} histogram",
-        ]
-        for (model, api), numbers in sorted(merged.get(REQUEST_LATENCY, {}).items()):
-            labels = f'model_name="{escape_label(model)}",API="{api}",entrypoint="REST"'
-            lines += histogram_lines(
-                REQUEST_LATENCY, labels, LATENCY_BUCKETS_US, numbers[:-1], numbers[-1]
-            )
-        text = "\n".join(lines) + "\n"
-        return text + "".join(collector.render(merged) for collector in self._collectors)
+    def render(self) -> str:
+        """The metrics in Prometheus' text format (version 0.0.4), as TF Serving writes it."""
+        return exposition(self.collect())
 
 
-def escape_label(value: str) -> str:
+def exposition(families: Iterable[Metric]) -> str:
+    """Prometheus' text format (0.0.4) for ``families``, in TF Serving's form.
+
+    prometheus_client's ``generate_latest`` would name a counter ``<name>_total``,
+    sort labels by name and write counts as floats (``1.0``); TF Serving writes
+    ``:tensorflow:serving:request_count{model_name="m",status="OK"} 1``, and
+    clients of the TF Serving metrics match those names.
+
+    Example:
+        >>> m = Metrics()
+        >>> m.observe("m", "predict", "OK", 0.5)
+        >>> print(exposition(m.collect()).splitlines()[2])
+        :tensorflow:serving:request_count{model_name="m",status="OK"} 1
+    """
+    lines = []
+    for family in sorted(families, key=lambda f: f.name):
+        text = family.documentation.replace("\\", "\\\\").replace("\n", "\\n")
+        lines += [f"# HELP {family.name} {text}", f"# TYPE {family.name} {family.type}"]
+        samples = [s for s in family.samples if not s.name.endswith("_created")]
+        for sample in sorted(samples, key=_sample_order):
+            name = family.name if family.type == "counter" else sample.name
+            labels = ",".join(f'{key}="{_label_value(key, value)}"'
+                              for key, value in sorted(sample.labels.items(), key=_label_order))
+            lines.append(f"{name}{{{labels}}} {_number(sample.value)}" if labels
+                         else f"{name} {_number(sample.value)}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _label_order(item: tuple[str, str]) -> tuple[int, str]:
+    key = item[0]
+    if key == "le":
+        return len(_LABEL_ORDER) + 1, key
+    return (_LABEL_ORDER.index(key) if key in _LABEL_ORDER else len(_LABEL_ORDER)), key
+
+
+def _sample_order(sample: Any) -> tuple:
+    """One series after another; a histogram's buckets by bound, then its sum and count."""
+    series = tuple(v for k, v in sorted(sample.labels.items(), key=_label_order) if k != "le")
+    suffix = ("_bucket", "_sum", "_count")
+    rank = next((i for i, end in enumerate(suffix) if sample.name.endswith(end)), -1)
+    return series, rank, float(sample.labels.get("le", "0"))
+
+
+def _label_value(key: str, value: str) -> str:
+    if key == "le":  # 10.0 and 32.400000000000006 as TF Serving writes them: 10, 32.4
+        bound = float(value)
+        return "+Inf" if math.isinf(bound) else f"{bound:.6g}"
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def histogram_lines(
-    name: str, labels: str, bounds: Sequence[float], counts: Sequence[int], total: float
-) -> list[str]:
-    """One Prometheus histogram series: cumulative buckets, ``+Inf``, sum and count.
-
-    Args:
-        name: The metric name.
-        labels: The series' labels, already formatted (``model_name="m",...``).
-        bounds: The buckets' upper bounds.
-        counts: One count per bound, then the count above the last bound.
-        total: The sum of all observed values.
-    """
-    lines, running = [], 0
-    for bound, count in zip(bounds, counts, strict=False):
-        running += count
-        lines.append(f'{name}_bucket{{{labels},le="{bound:.6g}"}} {running}')
-    running += counts[len(bounds)]
-    lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {running}')
-    lines.append(f"{name}_sum{{{labels}}} {total:.6g}")
-    lines.append(f"{name}_count{{{labels}}} {running}")
-    return lines
+def _number(value: float) -> str:
+    if math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return floatToGoString(value)
 
 
 @dataclasses.dataclass

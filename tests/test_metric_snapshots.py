@@ -1,109 +1,91 @@
-"""Metrics shared by worker processes: snapshot files, exited workers, `tfkit serve --workers 2`."""
+"""Metrics shared by worker processes: prometheus_client's multiprocess folder, exited workers,
+`tfkit serve --workers 2`."""
 
 import concurrent.futures
-import json
 import os
 import pathlib
 import shutil
 import signal
-import threading
+import subprocess
+import sys
 import time
 
 import flask
 import pytest
 import requests
-from conftest import TESTDATA, TFKIT_SERVE
+from conftest import REPO_ROOT, TESTDATA, TFKIT_SERVE
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from serving.metric_snapshots import MetricSnapshots, install
+from serving.metric_snapshots import EXTENSION, MULTIPROCESS_DIR, install, share_with_workers
 from serving.metrics import REQUEST_COUNT, Metrics
 
 SENT = 40
-WAIT = 10  # seconds; well above the one-second snapshot interval
+WAIT = 10  # seconds, for numbers a scrape should show at once
+START = 120  # seconds, for a worker to load TensorFlow and the models
+# A worker without TensorFlow: shares the folder as `tfkit serve` does, then counts requests.
+WORKER = """
+import sys
+from serving import metric_snapshots
+metric_snapshots.share_with_workers(sys.argv[1])
+from serving.batching import BatchMetrics
+from serving.metrics import Metrics
+metrics, batches = Metrics(), BatchMetrics()
+for _ in range(int(sys.argv[2])):
+    metrics.observe("m", "predict", "OK", 0.001)
+    batches.record("m", (5.0,), rows=1, padding=0)
+metric_snapshots.WorkerMetrics(sys.argv[1]).stop()
+"""
 
 
-def _ok_count(state, only: str | None = None) -> int:
-    return sum(n for model, status, (n,) in state.get(REQUEST_COUNT, [])
-               if status == "OK" and only in (None, model))
+def _worker(folder: pathlib.Path, requests_ok: int) -> None:
+    env = {k: v for k, v in os.environ.items() if k != MULTIPROCESS_DIR}
+    subprocess.run([sys.executable, "-c", WORKER, str(folder), str(requests_ok)], check=True,
+                   cwd=REPO_ROOT, env={**env, "PYTHONPATH": str(REPO_ROOT)}, timeout=60)
 
 
-def test_snapshot_written_and_read_back(tmp_path):
-    metrics = Metrics()
-    metrics.observe("m", "predict", "OK", 0.01)
-    snapshots = MetricSnapshots(metrics, tmp_path)
-    snapshots.write()
-    assert [p.name for p in tmp_path.iterdir()] == [f"{os.getpid()}.json"]  # no staging left
-    assert snapshots.others() == []  # a worker's own file is not read back on top of it
-
-    (tmp_path / f"{os.getpid()}.json").rename(tmp_path / "12345.json")  # as another worker's
-    assert snapshots.others() == [json.loads(json.dumps(metrics.state()))]
+def _ok_count(path: pathlib.Path, only: str | None = None) -> int:
+    """OK requests (for model ``only``) counted in one process's counter file."""
+    families = [f for f in MultiProcessCollector.merge([str(path)]) if f.name == REQUEST_COUNT]
+    return int(sum(s.value for family in families for s in family.samples
+                   if s.labels["status"] == "OK" and only in (None, s.labels["model_name"])))
 
 
-def test_exited_workers_files_still_count(tmp_path):
-    gone = Metrics()
-    for _ in range(3):
-        gone.observe("m", "predict", "OK", 0.01)
-    (tmp_path / "999999999.json").write_text(json.dumps(gone.state()))  # no such process
-    live = Metrics()
-    live.observe("m", "predict", "OK", 0.01)
-    snapshots = MetricSnapshots(live, tmp_path)
-    live.add_peers(snapshots.others)
-    assert f'{REQUEST_COUNT}{{model_name="m",status="OK"}} 4\n' in live.render()
+def test_processes_sharing_a_folder_add_up_after_they_exit(tmp_path):
+    _worker(tmp_path, 3)
+    _worker(tmp_path, 4)
+    files = sorted(p.name.split("_")[0] for p in tmp_path.glob("*.db"))
+    assert files == ["counter", "counter", "histogram", "histogram"]  # each process its own
+
+    text = Metrics(directory=tmp_path).render()
+    batching = ":tensorflow:serving:batching_session:"
+    assert f'{REQUEST_COUNT}{{model_name="m",status="OK"}} 7\n' in text
+    assert f'{batching}wrapped_run_count{{model_name="m"}} 7\n' in text
+    assert f'{batching}queuing_latency_sum{{model_name="m"}} 35\n' in text
+    assert (':tensorflow:serving:request_latency_count{model_name="m",API="predict",'
+            'entrypoint="REST"} 7\n') in text
 
 
-def test_a_reused_pid_keeps_the_exited_workers_numbers(tmp_path):
-    old = Metrics()
-    old.observe("m", "predict", "OK", 0.01)
-    MetricSnapshots(old, tmp_path).write()  # a worker that had this pid, then exited
-    new = MetricSnapshots(Metrics(), tmp_path, interval=60)
-    new.start()
-    new.stop()
-    assert [_ok_count(s) for s in new.others()] == [1]
+def test_sharing_refuses_once_prometheus_client_is_imported(tmp_path, monkeypatch):
+    monkeypatch.delenv(MULTIPROCESS_DIR, raising=False)
+    assert "prometheus_client" in sys.modules  # as in a worker; a master never imports it
+    with pytest.raises(RuntimeError, match="imported before PROMETHEUS_MULTIPROC_DIR"):
+        share_with_workers(tmp_path)
+    assert MULTIPROCESS_DIR not in os.environ
 
 
-def test_thread_writes_every_interval(tmp_path):
-    metrics = Metrics()
-    snapshots = MetricSnapshots(metrics, tmp_path, interval=0.05)
-    snapshots.start()
-    own = tmp_path / f"{os.getpid()}.json"
-    assert _ok_count(json.loads(own.read_text())) == 0  # written at start
-    metrics.observe("m", "predict", "OK", 0.01)
-    deadline = time.monotonic() + WAIT
-    while _ok_count(json.loads(own.read_text())) != 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    snapshots.stop()
-    assert _ok_count(json.loads(own.read_text())) == 1
-
-
-def test_stop_writes_the_final_numbers(tmp_path):
-    metrics = Metrics()
-    snapshots = MetricSnapshots(metrics, tmp_path, interval=60)  # the thread never writes
-    snapshots.start()
-    metrics.observe("m", "predict", "OK", 0.01)
-    snapshots.stop()  # as at worker exit
-    assert _ok_count(json.loads((tmp_path / f"{os.getpid()}.json").read_text())) == 1
-
-
-def _running_snapshot_threads() -> int:
-    return sum(t.name == "metric-snapshots" for t in threading.enumerate())
-
-
-def test_install_shares_only_with_a_metrics_dir(tmp_path):
-    before = _running_snapshot_threads()
+def test_install_checks_the_metrics_use_the_workers_folder(tmp_path):
     alone = flask.Flask(__name__)
     alone.config["METRICS_DIR"] = None
     install(alone, Metrics())
-    assert "tfkit_metric_snapshots" not in alone.extensions
-    assert _running_snapshot_threads() == before
-    assert list(tmp_path.iterdir()) == []
+    assert EXTENSION not in alone.extensions
 
     shared = flask.Flask(__name__)
     shared.config["METRICS_DIR"] = str(tmp_path)
-    install(shared, Metrics())
-    try:
-        assert _running_snapshot_threads() == before + 1
-        assert [p.name for p in tmp_path.iterdir()] == [f"{os.getpid()}.json"]
-    finally:
-        shared.extensions["tfkit_metric_snapshots"].stop()
+    with pytest.raises(RuntimeError, match="share_with_workers"):
+        install(shared, Metrics(directory=None))  # the variable was not set: no sharing
+    install(shared, Metrics(directory=tmp_path))
+    shared.extensions[EXTENSION].stop()  # as at worker exit
+    assert list(tmp_path.iterdir()) == []  # this process kept its numbers in memory
 
 
 def _sample(text: str, name: str) -> float | None:
@@ -126,12 +108,12 @@ def _scrape_until(server, names: list[str], want: float) -> dict[str, float | No
 
 
 def _worker_counts(folder: pathlib.Path, only: str | None = None) -> dict[int, int]:
-    """Each worker's OK requests (for model ``only``), from its snapshot file."""
-    return {int(p.stem): _ok_count(json.loads(p.read_text()), only) for p in folder.glob("*.json")}
+    """Each worker's OK requests (for model ``only``), from its counter file."""
+    return {int(p.stem.split("_")[1]): _ok_count(p, only) for p in folder.glob("counter_*.db")}
 
 
 def _start_two_workers(tmp_path_factory, start_server):
-    """`tfkit serve --workers 2`, once both workers wrote a snapshot; (server, metrics dir)."""
+    """`tfkit serve --workers 2`, once both workers answered; (server, metrics dir)."""
     repo = tmp_path_factory.mktemp("workers-models")
     for name in ("ready", "half"):  # readiness polls go to "ready", so "half" counts only ours
         shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu", repo / name)
@@ -141,9 +123,13 @@ def _start_two_workers(tmp_path_factory, start_server):
         "/v1/models/ready", command=TFKIT_SERVE, env={"TMPDIR": str(tmp)},
     )
     (folder,) = tmp.glob("tfkit-metrics-*")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + START
     while len(_worker_counts(folder)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)  # the second worker writes its first snapshot once its models loaded
+        # New connections, spread over the workers that listen: the second listens once its
+        # models are loaded, and counts its first request in a file of its own.
+        requests.get(f"{server.url}/v1/models/ready", headers={"Connection": "close"},
+                     timeout=5)
+        time.sleep(0.1)
     assert len(_worker_counts(folder)) == 2
     return server, folder
 
@@ -154,7 +140,7 @@ def workers_server(tmp_path_factory, start_server):
 
 
 def _counted(folder: pathlib.Path, total: int) -> dict[int, int]:
-    """The workers' request counts, once their snapshots add up to ``total`` (or WAIT passed)."""
+    """The workers' request counts, once their files add up to ``total`` (or WAIT passed)."""
     deadline = time.monotonic() + WAIT
     while True:
         counts = _worker_counts(folder, only="half")

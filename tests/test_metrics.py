@@ -1,7 +1,6 @@
-"""Prometheus metrics: TF Serving's names, several processes' numbers summed into one, and
-label values only for models the server has."""
+"""Prometheus metrics: TF Serving's names and text, and label values only for models the
+server has."""
 
-import json
 import random
 import shutil
 
@@ -11,17 +10,18 @@ from conftest import REFERENCE_MODELS, TESTDATA
 
 from serving.batching import BatchMetrics
 from serving.metrics import (
+    GRPC,
     LATENCY_BUCKETS_US,
     REQUEST_COUNT,
     UNKNOWN_MODEL,
     Metrics,
     RequestTimes,
     VersionStatistics,
-    merge_states,
 )
 
 RANDOM_NAMES = 5000
 TIMEOUT = 10
+LATENCY = ":tensorflow:serving:request_latency"
 
 
 def _series(text: str) -> dict[str, float]:
@@ -39,54 +39,74 @@ def _worker_metrics(requests_ok: int, seconds: float) -> Metrics:
     return metrics
 
 
-def test_merged_states_render_summed_requests_buckets_and_sums():
-    fast, slow = _worker_metrics(3, 0.001), _worker_metrics(2, 0.5)
-    # Through JSON, as the numbers travel between workers.
-    states = [json.loads(json.dumps(m.state())) for m in (fast, slow)]
-    merged = _series(fast.render(merge_states(states)))
+def test_requests_render_in_tf_serving_text():
+    metrics = _worker_metrics(3, 0.001)
+    metrics.observe("m", "predict", "OK", 0.5)
+    text = metrics.render()
+    lines = text.splitlines()
 
+    # TF Serving's counter name: no "_total" (prometheus_client's own text would add one).
+    assert f"# TYPE {REQUEST_COUNT} counter" in lines
+    assert f'{REQUEST_COUNT}{{model_name="m",status="OK"}} 4' in lines
+    assert f'{REQUEST_COUNT}{{model_name="m",status="INVALID_ARGUMENT"}} 1' in lines
+    assert "_total" not in text and "_created" not in text
+    # TF Serving's label order, le last; bounds as 10 and 32.4, not 10.0 and 32.400000000000006.
     labels = 'model_name="m",API="predict",entrypoint="REST"'
-    assert merged[f'{REQUEST_COUNT}{{model_name="m",status="OK"}}'] == 5
-    assert merged[f'{REQUEST_COUNT}{{model_name="m",status="INVALID_ARGUMENT"}}'] == 2
-    assert merged[f":tensorflow:serving:request_latency_count{{{labels}}}"] == 7
-    assert merged[f":tensorflow:serving:request_latency_sum{{{labels}}}"] == 4 * 1000 + 3 * 500000
+    assert f"# TYPE {LATENCY} histogram" in lines
+    assert f'{LATENCY}_bucket{{{labels},le="10"}} 0' in lines
+    assert f'{LATENCY}_bucket{{{labels},le="32.4"}} 0' in lines
     # 1 ms falls in the bucket bounded by ~1102 us, 0.5 s well above it.
     bound = f"{min(b for b in LATENCY_BUCKETS_US if b >= 1000):.6g}"
-    assert merged[f':tensorflow:serving:request_latency_bucket{{{labels},le="{bound}"}}'] == 4
-    assert merged[f':tensorflow:serving:request_latency_bucket{{{labels},le="+Inf"}}'] == 7
+    assert f'{LATENCY}_bucket{{{labels},le="{bound}"}} 4' in lines
+    assert f'{LATENCY}_bucket{{{labels},le="+Inf"}} 5' in lines
+    assert f"{LATENCY}_count{{{labels}}} 5" in lines
+    assert _series(text)[f"{LATENCY}_sum{{{labels}}}"] == pytest.approx(4 * 1000 + 500000)
+    # A histogram's series in order: buckets by bound, then sum, then count.
+    series = [line.split("{")[0] for line in lines if line.startswith(LATENCY)]
+    assert series == [f"{LATENCY}_bucket"] * (len(LATENCY_BUCKETS_US) + 1) + [
+        f"{LATENCY}_sum", f"{LATENCY}_count"]
 
 
-def test_merged_batch_metrics_render_summed_runs_and_sizes():
-    one, two = BatchMetrics(), BatchMetrics()
-    one.record("m", (5.0, 7.0), rows=3, padding=1)
-    two.record("m", (2.0,), rows=8, padding=0)
-    two.record("n", (1.0,), rows=1, padding=0)
-    merged = _series(one.render(merge_states([one.state(), two.state()])))
+def test_grpc_requests_are_their_own_latency_series():
+    metrics = Metrics()
+    metrics.observe("m", "predict", "OK", 0.001)
+    metrics.observe("m", "predict", "OK", 0.001, entrypoint=GRPC)
+    samples = _series(metrics.render())
+    assert samples[f'{REQUEST_COUNT}{{model_name="m",status="OK"}}'] == 2
+    for entrypoint in ("REST", "GRPC"):
+        labels = f'model_name="m",API="predict",entrypoint="{entrypoint}"'
+        assert samples[f"{LATENCY}_count{{{labels}}}"] == 1
+
+
+def test_batch_metrics_render_runs_and_sizes():
+    batches = BatchMetrics()
+    batches.record("m", (5.0, 7.0), rows=3, padding=1)
+    batches.record("m", (2.0,), rows=8, padding=0)
+    batches.record("n", (1.0,), rows=1, padding=0)
+    metrics = Metrics()
+    metrics.add_collector(batches)
+    rendered = metrics.render()
+    assert batches.render() in rendered  # the batcher's families, in the server's scrape
+    merged = _series(rendered)
 
     name = ":tensorflow:serving:batching_session:"
+    assert f"# TYPE {name}wrapped_run_count counter" in rendered
     assert merged[f'{name}wrapped_run_count{{model_name="m"}}'] == 3
     assert merged[f'{name}wrapped_run_count{{model_name="n"}}'] == 1
     assert merged[f'{name}queuing_latency_count{{model_name="m"}}'] == 3
     assert merged[f'{name}queuing_latency_sum{{model_name="m"}}'] == 14
     assert merged[f'{name}input_batch_size_sum{{model_name="m"}}'] == 11
+    assert merged[f'{name}input_batch_size_bucket{{model_name="m",le="1"}}'] == 0
     assert merged[f'{name}input_batch_size_bucket{{model_name="m",le="4"}}'] == 1
     assert merged[f'{name}input_batch_size_bucket{{model_name="m",le="8"}}'] == 2
     assert merged[f'{name}processed_batch_size_sum{{model_name="m"}}'] == 12
     assert merged[f'{name}padding_size_sum{{model_name="m"}}'] == 1
 
 
-def test_render_adds_the_peers_states():
-    own, peer = _worker_metrics(1, 0.01), _worker_metrics(4, 0.01)
-    alone = _series(own.render())[f'{REQUEST_COUNT}{{model_name="m",status="OK"}}']
-    own.add_peers(lambda: [peer.state()])
-    together = _series(own.render())[f'{REQUEST_COUNT}{{model_name="m",status="OK"}}']
-    assert (alone, together) == (1, 5)
-
-
-def test_one_process_renders_as_before_state_and_merge():
-    metrics = _worker_metrics(2, 0.02)
-    assert metrics.render() == metrics.render(merge_states([metrics.state()]))
-    assert f'{REQUEST_COUNT}{{model_name="m",status="OK"}} 2\n' in metrics.render()
+def test_label_values_are_escaped():
+    metrics = Metrics()
+    metrics.observe('a"b\\c\nd', "predict", "OK", 0.001)
+    assert f'{REQUEST_COUNT}{{model_name="a\\"b\\\\c\\nd",status="OK"}} 1' in metrics.render()
 
 
 @pytest.fixture(scope="module")
