@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from serving import encoding, methods, metric_snapshots, security
+from serving import encoding, methods, metric_snapshots, routes, security
 from serving.batching import Batcher, parameters_from_config
 from serving.direct import DirectRoutes
 from serving.errors import ServingError, UnsupportedMediaType
@@ -23,11 +24,13 @@ from serving.model_config import ModelSource, load_model_config
 from serving.open_inference import OpenInference
 from serving.repository import ModelRepository
 from serving.servable import Servable
-from serving.views import kserve_v2, monitoring, openapi, tf_serving
+from serving.views import kserve_v2, tf_serving
 
 logger = logging.getLogger(__name__)
 
 EXTENSION = tf_serving.EXTENSION
+View = Callable[..., routes.Answer]
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 DEFAULTS: dict[str, Any] = {
     "MODELS": "models",  # a repository: every sub-folder is a model named after it
@@ -76,12 +79,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         >>> app = create_app({"MODELS": "models"})          # doctest: +SKIP
         >>> app.test_client().get("/v1/models/penguins").json  # doctest: +SKIP
     """
-    app = _App(__name__)
+    app = Flask(__name__)
     app.config.from_mapping(DEFAULTS)
     app.config.from_mapping(security.DEFAULTS)
     app.config.from_prefixed_env("TFKIT")
     if test_config is not None:
         app.config.from_mapping(test_config)
+    # after_request hooks run last-registered first: compression sees the final body.
+    app.after_request(_finish)
     security.install(app)  # token, CORS and body limits, on every route
 
     loader = functools.partial(
@@ -104,60 +109,52 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION] = core
     app.extensions[kserve_v2.EXTENSION] = OpenInference(core)
 
-    app.register_blueprint(tf_serving.blueprint)
-    app.register_blueprint(monitoring.blueprint)
-    app.register_blueprint(kserve_v2.blueprint)
-    app.register_blueprint(openapi.blueprint)
+    views = _add_routes(app)
     app.register_error_handler(ServingError, _serving_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     if app.config["DIRECT_INFERENCE"]:
-        app.direct = DirectRoutes(app, EXTENSION, kserve_v2.EXTENSION)
+        app.wsgi_app = DirectRoutes(app, views)  # type: ignore[method-assign]
     return app
 
 
-class _App(Flask):
-    """Flask, with the inference routes answered first by ``direct`` when it is set.
+def _add_routes(app: Flask) -> dict[str, View]:
+    """Adds every route of ``routes.ROUTES`` to the app's URL map; returns the views by name."""
+    app.url_map.converters.update(routes.CONVERTERS)
+    views: dict[str, View] = {}
+    flask_views: dict[str, Callable[..., Response]] = {}
+    for route in routes.ROUTES:
+        if route.view not in views:
+            module, _, name = route.view.partition(".")
+            views[route.view] = getattr(importlib.import_module(f"serving.views.{module}"), name)
+            flask_views[route.view] = _flask_view(views[route.view])
+        app.add_url_rule(route.rule, route.view, flask_views[route.view], methods=route.methods)
+    return views
 
-    Its URL rules tell TF Serving's GET and POST URLs apart (``methods.Rule``), and
-    every answer, whichever way it was made, is compressed here when the client
-    asked for it (``encoding``).
 
-    It also remembers which hooks and views are coroutine functions: Flask asks
-    ``inspect.iscoroutinefunction`` of each on every request; this server has none,
-    and the answer never changes for a function.
-    """
+def _flask_view(view: View) -> Callable[..., Response]:
+    """A transport-neutral view as a Flask view: the request in, a ``Response`` out."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._sync_functions: dict[Callable[..., Any], Callable[..., Any]] = {}
-        self.direct: DirectRoutes | None = None
+    def flask_view(**args: str) -> Response:
+        req = request._get_current_object()  # noqa: SLF001 - public werkzeug API, leading _
+        # The before_request hook has read and checked the body of these methods.
+        body = req.get_data(cache=False) if req.method in _BODY_METHODS else b""
+        answer = view(current_app.extensions, req.environ, body, **args)
+        return Response(answer.body, answer.status, answer.headers,
+                        content_type=answer.content_type)
 
-    url_rule_class = methods.Rule
+    flask_view.__name__ = view.__name__
+    return flask_view
 
-    def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if self.direct is not None and environ.get("REQUEST_METHOD") == "POST":
-            answer = self.direct(environ, start_response)
-            if answer is not None:
-                return answer
-        return super().wsgi_app(environ, start_response)
 
-    def process_response(self, response: Response) -> Response:
-        response = super().process_response(response)
-        encoding.encode_response(response, request.environ,
-                                 int(self.config["RESPONSE_COMPRESSION_MIN_BYTES"]))
-        return response
-
-    def make_default_options_response(self) -> Response:
-        response = super().make_default_options_response()
+def _finish(response: Response) -> Response:
+    """The last ``after_request`` hook: ``Allow`` in a fixed order, and compression."""
+    environ = request.environ
+    if environ["REQUEST_METHOD"] == "OPTIONS" and "Allow" in response.headers:
         response.headers["Allow"] = methods.allow_header(response.allow)
-        return response
-
-    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        known = self._sync_functions.get(func)
-        if known is None:
-            known = self._sync_functions[func] = super().ensure_sync(func)
-        return known
+    encoding.encode_response(response, environ,
+                             int(current_app.config["RESPONSE_COMPRESSION_MIN_BYTES"]))
+    return response
 
 
 def _discovery(config: Mapping[str, Any]):

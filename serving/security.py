@@ -1,15 +1,18 @@
 """App-wide request guards: bearer token, CORS, body limits (size, coding, depth), safe errors.
 
 Everything here is a Flask ``before_request``/``after_request`` hook registered on
-the app, not on a blueprint, so it covers every route, including routes that
-blueprints added later define. The hooks run in this order:
+the app, so it covers every route, known or not. The hooks run in this order:
 
 1. CORS preflight (``OPTIONS`` from an allowed origin) is answered at once: a
    browser never sends credentials with a preflight.
-2. The bearer token, when one is configured; health checks stay open.
-3. The body: declared size, ``Content-Encoding: gzip`` or ``deflate`` (the limits
-   apply to the decompressed body; ``serving.encoding``), JSON nesting depth. The
-   views then read the checked body as usual, from ``request.get_data()``.
+2. The bearer token, when one is configured; the routes ``serving.routes`` marks
+   ``token=False`` (health checks) stay open.
+3. The body (``read_body``): declared size, ``Content-Encoding: gzip`` or ``deflate``
+   (the limits apply to the decompressed body; ``serving.encoding``), JSON nesting
+   depth. The views then read the checked body, from ``request.get_data()``.
+
+``serving.direct`` answers the inference routes with the same ``check_token`` and
+``read_body``, without Flask.
 
 Errors are raised as typed ``ServingError``s, so the app's one error handler
 answers them; the after-request hook adds the response headers and removes
@@ -27,16 +30,17 @@ import pathlib
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from typing import IO, Any
+from typing import Any
 
 import orjson
 from flask import Flask, Request, Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.wsgi import get_content_length, get_input_stream
 
-from serving import encoding, methods
+from serving import encoding, methods, routes
 from serving.errors import InvalidArgument, PayloadTooLarge, Unauthenticated
 from serving.limits import nesting_exceeds, size_text
-from serving.views import tf_serving
+from serving.views import kserve_v2, tf_serving
 
 EXTENSION = "tfkit_security"
 
@@ -48,10 +52,6 @@ DEFAULTS: dict[str, Any] = {
     "CORS_ALLOWED_ORIGINS": [],  # e.g. ["https://app.example.com"]; "*" for any; empty: off
 }
 
-# Probes from load balancers and orchestrators carry no token: TF Serving's model
-# status and KServe's liveness/readiness stay open when a token is configured.
-_HEALTH_PATHS = re.compile(r"/v1/models/[^/:]+|/v2/health/[^/]+")
-_HEALTH_METHODS = frozenset({"GET", "HEAD"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # RFC 6750's b64token: what `openssl rand -hex 32` or `-base64 32` produce.
 _TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -59,8 +59,6 @@ _ORIGIN_SYNTAX = re.compile(r"https?://[^/\s]+")
 _CORS_METHODS = "GET, POST, OPTIONS"  # for a URL no route knows
 _CORS_HEADERS = "Authorization, Content-Type, Content-Encoding"
 _CORS_MAX_AGE = "600"
-# KServe's binary tensor extension: only this many leading bytes of the body are JSON.
-BINARY_HEADER_LENGTH_KEY = "HTTP_INFERENCE_HEADER_CONTENT_LENGTH"  # its WSGI environ key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +218,7 @@ def _check_request() -> Response | None:
     if guard.token_digest is not None:
         _authenticate(req, environ, guard)
     if method in _BODY_METHODS:
-        _check_body(req, environ, app.config)
+        req.stream = io.BytesIO(read_body(environ, app.config))  # what the views read
     return None
 
 
@@ -238,9 +236,11 @@ def _answer_preflight(environ: Mapping[str, Any], guard: Guard) -> Response | No
 
 
 def _authenticate(req: Request, environ: Mapping[str, Any], guard: Guard) -> None:
-    if req.method in _HEALTH_METHODS and _HEALTH_PATHS.fullmatch(req.path):
-        return
-    check_token(environ, guard)
+    # An unknown URL, or a method its route does not take, needs the token too.
+    rule = req.url_rule
+    route = None if rule is None else routes.BY_RULE.get(rule.rule)
+    if route is None or route.needs_token(req.method):
+        check_token(environ, guard)
 
 
 def check_token(environ: Mapping[str, Any], guard: Guard) -> None:
@@ -266,40 +266,33 @@ def check_token(environ: Mapping[str, Any], guard: Guard) -> None:
         raise Unauthenticated("The bearer token is not valid")
 
 
-def _check_body(req: Request, environ: dict[str, Any], config: Mapping[str, Any]) -> None:
+def read_body(environ: dict[str, Any], config: Mapping[str, Any]) -> bytes:
+    """A request's body, checked: declared size, ``Content-Encoding``, JSON nesting depth.
+
+    The one body check, for the ``before_request`` hook and for requests answered
+    without Flask's request context (``serving.direct``) alike. A compressed body
+    is returned decompressed, and the environ then describes it so.
+
+    Raises:
+        PayloadTooLarge: Longer than ``MAX_CONTENT_LENGTH``, before or after decompression.
+        UnsupportedMediaType: A ``Content-Encoding`` other than gzip or deflate.
+        InvalidArgument: JSON nested deeper than ``MAX_JSON_DEPTH``, or a broken coding.
+        ClientDisconnected: Fewer bytes arrived than declared.
+    """
     # Limits are read per request, so a test (or an operator's hook) may change them.
     max_body = int(config["MAX_CONTENT_LENGTH"])
-    declared = req.content_length
+    declared = get_content_length(environ)
     if declared is not None and declared > max_body:
         raise _too_large(f"Request body is {size_text(declared)}", max_body)
     codings = encoding.request_codings(environ.get("HTTP_CONTENT_ENCODING"))
     if declared is not None:
         body = _read_declared(environ, declared)
     else:
-        body = _read_unsized(req.stream, max_body)
+        body = _read_unsized(environ, max_body)
     if codings:
         body = encoding.decode_body(body, codings, max_body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_CONTENT_ENCODING", None)
-    _check_depth(body, environ, req.mimetype, config)
-    req.stream = io.BytesIO(body)  # the views read the checked, decompressed body
-
-
-def read_plain_body(environ: Mapping[str, Any], config: Mapping[str, Any], declared: int) -> bytes:
-    """The body of a request with a Content-Length and no Content-Encoding, checked.
-
-    The same limits as the ``before_request`` hook, for requests answered without
-    Flask's request context (``serving.direct``).
-
-    Raises:
-        PayloadTooLarge: Longer than ``MAX_CONTENT_LENGTH``.
-        InvalidArgument: JSON nested deeper than ``MAX_JSON_DEPTH``.
-        ClientDisconnected: Fewer bytes arrived than declared.
-    """
-    max_body = int(config["MAX_CONTENT_LENGTH"])
-    if declared > max_body:
-        raise _too_large(f"Request body is {size_text(declared)}", max_body)
-    body = _read_declared(environ, declared)
     mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
     _check_depth(body, environ, mimetype, config)
     return body
@@ -328,10 +321,11 @@ def _check_depth(
         )
 
 
-def _read_unsized(stream: IO[bytes], max_body: int) -> bytes:
+def _read_unsized(environ: Mapping[str, Any], max_body: int) -> bytes:
+    # A chunked body: werkzeug's stream stops at max_body, where only one more read
+    # tells "exactly the limit" from "more than the limit".
+    stream = get_input_stream(environ, max_content_length=max_body)
     try:
-        # werkzeug stops at max_body for a chunked body, where only one more read
-        # tells "exactly the limit" from "more than the limit".
         body = stream.read()
         if len(body) >= max_body and stream.read(1):
             raise RequestEntityTooLarge()
@@ -341,7 +335,8 @@ def _read_unsized(stream: IO[bytes], max_body: int) -> bytes:
 
 
 def _json_part(mimetype: str, environ: Mapping[str, Any], body: bytes) -> bytes:
-    length = environ.get(BINARY_HEADER_LENGTH_KEY, "").strip()
+    # KServe's binary tensor extension: only this many leading bytes of the body are JSON.
+    length = environ.get(kserve_v2.HEADER_LENGTH_KEY, "").strip()
     if length.isascii() and length.isdigit():
         return body[: int(length)]
     if mimetype == "application/octet-stream":

@@ -81,9 +81,10 @@ REQUESTS = {
     "unknown verb": ("/v1/models/half_plus_two:explain", {"instances": [1.0]}, JSON, 400),
     "gzip": ("/v1/models/half_plus_two:predict", gzip.compress(b'{"instances": [1.0]}'),
              {**JSON, "Content-Encoding": "gzip"}, 200),
+    "non-ascii name": ("/v1/models/h\u00e9:predict", {"instances": [1.0]}, JSON, 404),
 }
-# Left to Flask: a verb no route has, and a compressed body.
-DIRECT = set(REQUESTS) - {"unknown verb", "gzip"}
+# Left to Flask: a path that is not ASCII.
+DIRECT = set(REQUESTS) - {"non-ascii name"}
 
 
 def _apps(model_config_file, **config):
@@ -105,16 +106,16 @@ def token_apps(model_config_file):
 
 
 def _counting(app):
-    """Wraps ``app.direct`` so the test knows which requests it answered."""
+    """Wraps the direct path's ``answer`` so the test knows which requests it answered."""
     answered = []
-    direct = app.direct
+    direct = app.wsgi_app.answer
 
     def call(environ, start_response):
         answer = direct(environ, start_response)
         answered.append(answer is not None)
         return answer
 
-    app.direct = call
+    app.wsgi_app.answer = call
     return answered, direct
 
 
@@ -132,7 +133,7 @@ def test_same_answer_as_flask(apps, case):
     try:
         direct = _send(direct_app, path, body, headers)
     finally:
-        direct_app.direct = original
+        direct_app.wsgi_app.answer = original
     through_flask = _send(flask_app, path, body, headers)
     assert direct[0] == status, direct[2]
     assert direct == through_flask

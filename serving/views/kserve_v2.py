@@ -2,96 +2,76 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
-
-from flask import Blueprint, Response, current_app, request
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 from serving import json_codec
 from serving.errors import InvalidArgument
-from serving.open_inference import OpenInference
-
-blueprint = Blueprint("kserve_v2", __name__)
+from serving.routes import Answer
 
 EXTENSION = "tfkit_open_inference"
 HEADER_LENGTH = "Inference-Header-Content-Length"
+HEADER_LENGTH_KEY = "HTTP_INFERENCE_HEADER_CONTENT_LENGTH"  # its WSGI environ key
+
+Extensions = Mapping[str, Any]
+Environ = Mapping[str, Any]
 
 
-def _v2() -> OpenInference:
-    return current_app.extensions[EXTENSION]
+def server_metadata(extensions: Extensions, environ: Environ, body: bytes) -> Answer:
+    return Answer(extensions[EXTENSION].server_metadata())
 
 
-def _json(body: bytes, status: int = 200) -> Response:
-    return Response(body, status=status, mimetype="application/json")
+def live(extensions: Extensions, environ: Environ, body: bytes) -> Answer:
+    return Answer(json_codec.dumps({"live": True}))
 
 
-@blueprint.get("/v2")
-def server_metadata() -> Response:
-    return _json(_v2().server_metadata())
-
-
-@blueprint.get("/v2/health/live")
-def live() -> Response:
-    return _json(json_codec.dumps({"live": True}))
-
-
-@blueprint.get("/v2/health/ready")
-def ready() -> Response:
+def ready(extensions: Extensions, environ: Environ, body: bytes) -> Answer:
     # 503, not the protocol's 4xx: a readiness probe (and KServe's own server) reads
     # "not ready" as "send no traffic yet", which is what 503 means.
-    ok = _v2().server_ready()
-    return _json(json_codec.dumps({"ready": ok}), 200 if ok else 503)
+    ok = extensions[EXTENSION].server_ready()
+    return Answer(json_codec.dumps({"ready": ok}), 200 if ok else 503)
 
 
-@blueprint.get("/v2/models/<name>/ready")
-@blueprint.get("/v2/models/<name>/versions/<version>/ready")
-def model_ready(name: str, version: str | None = None) -> Response:
+def model_ready(extensions: Extensions, environ: Environ, body: bytes, name: str,
+                version: str | None = None) -> Answer:
     # The protocol: 200 ready, 4xx not (Triton answers 400; KServe's client takes any
     # error status as "not ready"). An unknown model is a 404 error instead.
-    ok = _v2().model_ready(name, version)
-    return _json(json_codec.dumps({"name": name, "ready": ok}), 200 if ok else 400)
+    ok = extensions[EXTENSION].model_ready(name, version)
+    return Answer(json_codec.dumps({"name": name, "ready": ok}), 200 if ok else 400)
 
 
-@blueprint.get("/v2/models/<name>")
-@blueprint.get("/v2/models/<name>/versions/<version>")
-def model_metadata(name: str, version: str | None = None) -> Response:
-    return _json(_v2().model_metadata(name, version))
+def model_metadata(extensions: Extensions, environ: Environ, body: bytes, name: str,
+                   version: str | None = None) -> Answer:
+    return Answer(extensions[EXTENSION].model_metadata(name, version))
 
 
-@blueprint.get("/v2/models/<name>/config")
-@blueprint.get("/v2/models/<name>/versions/<version>/config")
-def model_config(name: str, version: str | None = None) -> Response:
-    return _json(_v2().model_config(name, version))
+def model_config(extensions: Extensions, environ: Environ, body: bytes, name: str,
+                 version: str | None = None) -> Answer:
+    return Answer(extensions[EXTENSION].model_config(name, version))
 
 
-@blueprint.get("/v2/models/stats")
-@blueprint.get("/v2/models/<name>/stats")
-@blueprint.get("/v2/models/<name>/versions/<version>/stats")
-def statistics(name: str | None = None, version: str | None = None) -> Response:
-    return _json(_v2().statistics(name, version))
+def statistics(extensions: Extensions, environ: Environ, body: bytes, name: str | None = None,
+               version: str | None = None) -> Answer:
+    return Answer(extensions[EXTENSION].statistics(name, version))
 
 
-@blueprint.post("/v2/repository/index")
-def repository_index() -> Response:
-    return _json(_v2().repository_index(request.get_data(cache=False)))
+def repository_index(extensions: Extensions, environ: Environ, body: bytes) -> Answer:
+    return Answer(extensions[EXTENSION].repository_index(body))
 
 
-@blueprint.post("/v2/repository/models/<name>/load")
-@blueprint.post("/v2/repository/models/<name>/unload")
-def model_control(name: str) -> NoReturn:
-    _v2().model_control()
+def model_control(extensions: Extensions, environ: Environ, body: bytes, name: str) -> NoReturn:
+    extensions[EXTENSION].model_control()
 
 
-@blueprint.post("/v2/models/<name>/infer")
-@blueprint.post("/v2/models/<name>/versions/<version>/infer")
-def infer(name: str, version: str | None = None) -> Response:
+def infer(extensions: Extensions, environ: Environ, body: bytes, name: str,
+          version: str | None = None) -> Answer:
     # The body is JSON whatever the Content-Type says (tritonclient sends none).
-    length = header_length(request.headers.get(HEADER_LENGTH))
-    answer = _v2().infer(name, version, request.get_data(cache=False), length)
+    length = header_length(environ.get(HEADER_LENGTH_KEY))
+    answer = extensions[EXTENSION].infer(name, version, body, length)
     if answer.header_length is None:
-        return Response(answer.body, mimetype="application/json")
-    response = Response(answer.body, mimetype="application/octet-stream")
-    response.headers[HEADER_LENGTH] = str(answer.header_length)
-    return response
+        return Answer(answer.body)
+    return Answer(answer.body, content_type="application/octet-stream",
+                  headers=((HEADER_LENGTH, str(answer.header_length)),))
 
 
 def header_length(value: str | None) -> int | None:

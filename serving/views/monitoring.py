@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from collections.abc import Mapping
+from typing import Any
 
+from serving.routes import Answer
 from serving.views import tf_serving
 
-blueprint = Blueprint("monitoring", __name__)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@blueprint.get("/monitoring/prometheus/metrics")
-def prometheus() -> Response:
-    text = current_app.extensions[tf_serving.EXTENSION].metrics.render()
-    return Response(text, mimetype="text/plain; version=0.0.4")
+def prometheus(extensions: Mapping[str, Any], environ: Mapping[str, Any], body: bytes) -> Answer:
+    text = extensions[tf_serving.EXTENSION].metrics.render()
+    return Answer(text.encode() if isinstance(text, str) else text, content_type=CONTENT_TYPE)

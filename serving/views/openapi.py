@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+from collections.abc import Mapping
+from typing import Any
 
-from flask import Blueprint, Response
-
-blueprint = Blueprint("openapi", __name__)
+from serving.routes import Answer
 
 
 @functools.cache
-def document() -> bytes:
+def _document() -> bytes:
     """The OpenAPI 3.0 document, read once from the package."""
     return importlib.resources.files("serving").joinpath("openapi.json").read_bytes()
 
 
-@blueprint.get("/openapi.json")
-def openapi() -> Response:
-    return Response(document(), mimetype="application/json")
+def document(extensions: Mapping[str, Any], environ: Mapping[str, Any], body: bytes) -> Answer:
+    return Answer(_document())
