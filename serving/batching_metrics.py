@@ -40,6 +40,7 @@ class BatchMetrics:
                                           "Rows of each model run, padding included.")
         self._padding = self._histogram(PADDING_SIZE,
                                         "Filler rows added to reach an allowed batch size.")
+        self._series: dict[str, tuple] = {}
 
     def _histogram(self, name: str, text: str, buckets: Sequence[float] = SIZE_BUCKETS
                    ) -> Histogram:
@@ -47,13 +48,17 @@ class BatchMetrics:
 
     def record(self, model: str, waits: Sequence[float], rows: int, padding: int) -> None:
         """Records one model run: each request's wait (microseconds), rows and filler rows."""
-        self._runs.labels(model).inc(len(waits))
-        waited = self._waits.labels(model)
+        series = self._series.get(model)
+        if series is None:  # labels() takes a lock and builds the key: once per model
+            series = self._series[model] = tuple(metric.labels(model) for metric in (
+                self._runs, self._waits, self._input, self._processed, self._padding))
+        runs, waited, inputs, processed, padded = series
+        runs.inc(len(waits))
         for micros in waits:
             waited.observe(micros)
-        self._input.labels(model).observe(rows)
-        self._processed.labels(model).observe(rows + padding)
-        self._padding.labels(model).observe(padding)
+        inputs.observe(rows)
+        processed.observe(rows + padding)
+        padded.observe(padding)
 
     def collect(self) -> Iterable[Metric]:
         """The metric families, for ``serving.metrics.Metrics.add_collector``."""
