@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -29,3 +30,18 @@ def deprecation_notices_hidden() -> Iterator[None]:
         yield
     finally:
         silence.__exit__(None, None, None)
+
+
+def make_callable(session: Any, feed_names: Iterable[str], fetches: Iterable[str]) -> Any:
+    """A callable running ``session`` on positional feeds, without the feed shape check.
+
+    ``Session.run`` checks each fed value's shape against its placeholder's declared
+    shape, in Python; TF Serving feeds what it is sent, and so must this server
+    (``{"instances": [2.0, 3.0]}`` reaches an ``x`` declared ``[-1, 1]``). The C++
+    ``Session::MakeCallable`` does not check; ``Session._make_callable_from_options``
+    (2.21) reaches it from Python with the feeds and fetches named by graph tensor.
+    """
+    from tensorflow.core.protobuf import config_pb2  # here: importing this module starts no TF
+
+    options = config_pb2.CallableOptions(feed=list(feed_names), fetch=list(fetches))
+    return session._make_callable_from_options(options)  # noqa: SLF001 - see above

@@ -238,7 +238,8 @@ class Batcher:
         >>> class Model: ...
         >>> batcher = Batcher(BatchingParameters(num_batch_threads=1))
         >>> double = lambda feeds: [feeds["x"] * 2]
-        >>> batcher.run(Model(), "m", ("sig",), {"x": np.ones((2, 3))}, double)[0].shape
+        >>> queue = batcher.queue(Model(), "m", ("sig",))
+        >>> batcher.run_queued(queue, {"x": np.ones((2, 3))}, double)[0].shape
         (2, 3)
     """
 
@@ -306,41 +307,22 @@ class Batcher:
             )
         return answer
 
-    def run(
-        self,
-        owner: object,
-        model: str,
-        queue_key: tuple,
-        arrays: dict[str, np.ndarray],
-        run_fn: RunFn,
-        batchable: bool = True,
-    ) -> list[np.ndarray]:
-        """Runs ``run_fn(arrays)``, merged with concurrent calls that share ``queue_key``.
+    def queue(self, owner: object, model: str, queue_key: tuple) -> _Queue | None:
+        """The queue of calls sharing ``queue_key``; made on first use, dropped with ``owner``.
+
+        A caller may keep it (per model version and signature) and pass it to
+        ``run_queued``, sparing each request the look-ups.
 
         Args:
             owner: What the queue belongs to (a loaded model version); queues go with it.
             model: Model name, for the metrics.
             queue_key: Calls with equal keys (signature, inputs, outputs) may merge.
-            arrays: Input alias → array; the first dimension is the request's rows.
-            run_fn: Runs the model on a dict like ``arrays``; returns one array per output.
-            batchable: False when the signature has no batch dimension everywhere.
 
         Returns:
-            ``run_fn``'s outputs for these rows only.
-
-        Raises:
-            Unavailable: The queue is full.
-            ServingError: The model run failed.
+            The queue; None when batching is off (every call then runs alone).
         """
-        queue = self.queue(owner, model, queue_key) if batchable and self.params.enabled else None
-        return self.run_queued(queue, arrays, run_fn)
-
-    def queue(self, owner: object, model: str, queue_key: tuple) -> _Queue:
-        """The queue of calls sharing ``queue_key``; made on first use, dropped with ``owner``.
-
-        A caller may keep it (per model version and signature) and pass it to
-        ``run_queued``, sparing each request the look-ups.
-        """
+        if not self.params.enabled:
+            return None
         queues = self._queues.get(owner)
         if queues is None:
             with self._lock:
@@ -354,7 +336,20 @@ class Batcher:
     def run_queued(
         self, queue: _Queue | None, arrays: dict[str, np.ndarray], run_fn: RunFn
     ) -> list[np.ndarray]:
-        """``run`` on a queue from ``queue``; None runs alone (batching off, or not batchable)."""
+        """Runs ``run_fn(arrays)``, merged with concurrent calls on the same queue.
+
+        Args:
+            queue: From ``queue``; None runs alone (batching off, or not batchable).
+            arrays: Input alias → array; the first dimension is the request's rows.
+            run_fn: Runs the model on a dict like ``arrays``; returns one array per output.
+
+        Returns:
+            ``run_fn``'s outputs for these rows only.
+
+        Raises:
+            Unavailable: The queue is full.
+            ServingError: The model run failed.
+        """
         if self._counting:
             self._depart()
         if queue is None:

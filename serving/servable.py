@@ -19,8 +19,7 @@ from serving.errors import InvalidArgument, client_message, from_tf_error
 
 logger = logging.getLogger(__name__)
 
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
+CLASSIFY_METHOD = "tensorflow/serving/classify"  # tfkit's export writes these two
 REGRESS_METHOD = "tensorflow/serving/regress"
 DEFAULT_SIGNATURE = "serving_default"
 # TF2 SavedModels carry their initialiser as a signature; it is not a servable one.
@@ -146,27 +145,18 @@ class Servable:
                 f'Serving signature name: "{key}" not found in signature def'
             ) from None
 
-    def run(
-        self, feeds: dict[str, np.ndarray], fetches: list[str]
-    ) -> list[np.ndarray]:
-        """Runs the graph, feeding tensors by graph name and fetching by graph name.
-
-        Args:
-            feeds: Graph tensor name → value.
-            fetches: Graph tensor names to return, in order.
-
-        Returns:
-            The fetched values, in the order of ``fetches``.
-
-        Raises:
-            ServingError: The run failed; the code is TensorFlow's.
-        """
-        return self.call(tuple(feeds), tuple(fetches), feeds.values())
-
     def call(
         self, feed_names: tuple[str, ...], fetches: tuple[str, ...], values: Iterable[np.ndarray]
     ) -> list[np.ndarray]:
-        """``run`` with the feed names apart from their values, as a request plan keeps them.
+        """Runs the graph: feeds by graph tensor name, in order, and the fetches' values.
+
+        Args:
+            feed_names: Graph tensor names to feed (e.g. ``("x:0",)``).
+            fetches: Graph tensor names to return, in order.
+            values: One array per name in ``feed_names``, in that order.
+
+        Returns:
+            The fetched values, in the order of ``fetches``.
 
         Raises:
             ServingError: The run failed; the code is TensorFlow's.
@@ -181,11 +171,9 @@ class Servable:
             raise from_tf_error(exc, fed) from None
 
     def _make_callable(self, feed_names: tuple[str, ...], fetches: tuple[str, ...]):
-        options = config_pb2.CallableOptions(feed=list(feed_names), fetch=list(fetches))
         with self._lock:
             try:
-                # Private API, but the only Python path that skips the feed shape check.
-                fn = self._session._make_callable_from_options(options)  # noqa: SLF001
+                fn = _compat.make_callable(self._session, feed_names, fetches)
             except (tf.errors.OpError, ValueError, KeyError) as exc:
                 raise InvalidArgument(f"Cannot run signature: {client_message(str(exc))}") from None
             self._callables[(feed_names, tuple(fetches))] = fn

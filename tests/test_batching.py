@@ -47,6 +47,11 @@ class GatedModel:
         return [x * 2]
 
 
+def _run(batcher, owner, arrays, model):
+    """A request's model call as the inference core makes it: its queue, then a queued run."""
+    return batcher.run_queued(batcher.queue(owner, "m", ("sig",)), arrays, model)
+
+
 def _rows(value: float, rows: int = 1, width: int = 3) -> np.ndarray:
     return np.full((rows, width), value, dtype=np.float32) + np.arange(rows)[:, None]
 
@@ -55,9 +60,9 @@ def _run_behind_first(batcher, model, requests, owner=None):
     """Starts one request that holds the model, queues ``requests`` behind it, then releases."""
     owner = owner or Owner()
     with concurrent.futures.ThreadPoolExecutor(len(requests) + 1) as pool:
-        first = pool.submit(batcher.run, owner, "m", ("sig",), {"x": _rows(100)}, model)
+        first = pool.submit(_run, batcher, owner, {"x": _rows(100)}, model)
         assert model.started.wait(WAIT)
-        futures = [pool.submit(batcher.run, owner, "m", ("sig",), {"x": x}, model)
+        futures = [pool.submit(_run, batcher, owner, {"x": x}, model)
                    for x in requests]
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:  # until each is queued or refused
@@ -80,7 +85,7 @@ def test_lone_request_runs_at_once_even_with_a_timeout():
     out = []
     # A daemon thread: if it did wait, the test fails after WAIT and leaves it behind.
     lone = threading.Thread(daemon=True, target=lambda: out.append(
-        batcher.run(Owner(), "m", ("sig",), {"x": _rows(1)}, lambda f: [f["x"] * 2])))
+        _run(batcher, Owner(), {"x": _rows(1)}, lambda f: [f["x"] * 2])))
     lone.start()
     lone.join(WAIT)
     assert out, f"a lone request still waits after {WAIT} s"
@@ -185,13 +190,13 @@ def test_timeout_waits_for_requests_still_being_parsed():
         with batcher.arrival():
             parsing.set()
             time.sleep(0.2)  # still parsing when the other request reaches the model
-            return batcher.run(owner, "m", ("sig",), {"x": _rows(2)}, model)
+            return _run(batcher, owner, {"x": _rows(2)}, model)
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         late = pool.submit(slow_parser)
         assert parsing.wait(WAIT)
         with batcher.arrival():
-            early = batcher.run(owner, "m", ("sig",), {"x": _rows(1)}, model)
+            early = _run(batcher, owner, {"x": _rows(1)}, model)
         np.testing.assert_array_equal(early[0], _rows(1) * 2)
         np.testing.assert_array_equal(late.result(WAIT)[0], _rows(2) * 2)
     assert calls == [2]
@@ -255,8 +260,8 @@ def test_32_concurrent_clients_get_the_answers_they_get_alone(app, monkeypatch):
     # Slow every model run down a little so requests pile up and merge for certain.
     core = app.extensions["tfkit_serving"]
     with core.repository.servable("mpg") as servable:
-        run = servable.run
-        monkeypatch.setattr(servable, "run", lambda *a: time.sleep(0.02) or run(*a))
+        call = servable.call
+        monkeypatch.setattr(servable, "call", lambda *a: time.sleep(0.02) or call(*a))
     before = _merged_runs(app)
     barrier = threading.Barrier(32)
 

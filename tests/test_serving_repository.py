@@ -102,8 +102,8 @@ def test_new_version_replaces_the_old_one(repo):
         # The request holding version 1 still runs while version 2 takes over.
         sig = old.signature("")
         x = np.array([[1.0]], np.float32)
-        assert old.run({sig.inputs["x"].tensor_name: x},
-                       [sig.outputs["y"].tensor_name])[0].tolist() == [[2.5]]
+        assert old.call((sig.inputs["x"].tensor_name,), (sig.outputs["y"].tensor_name,),
+                        [x])[0].tolist() == [[2.5]]
     assert _served(repository) == 2
     assert [s.version for s in repository.status("hot")] == [2]
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import tensorflow as tf
 
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
+from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
+
 TENSOR_FEATURE = "x"  # the tf.Example feature a tensor-input model's classify/regress reads
 
 
