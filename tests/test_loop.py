@@ -13,6 +13,7 @@ import pytest
 
 import tfkit
 from tfkit import datasets, loop
+from tfkit.state import STATS, TrainState
 
 EPOCHS = 3
 # 256 rows: 205 to train on, 7 steps of 32 per epoch, two steps per call: a bar is
@@ -36,12 +37,12 @@ def data():
 
 @pytest.fixture
 def positions(monkeypatch):
-    """The positions tfkit.train hands the loop: they carry `stats`."""
+    """The states tfkit.train hands the loop: they carry `stats`."""
     seen = []
     real = loop.run
 
     def spy(**kwargs):
-        seen.append(kwargs["position"])
+        seen.append(kwargs["state"])
         return real(**kwargs)
 
     monkeypatch.setattr(loop, "run", spy)
@@ -147,7 +148,7 @@ def test_history_holds_loss_and_metrics_and_stats_the_rest(data, positions):
     train_keys = {k for k in history if not k.startswith("val_")}
     assert "loss" in train_keys
     assert {k for k in history if k.startswith("val_")} == {f"val_{k}" for k in train_keys}
-    assert not set(history) & set(loop.STATS)
+    assert not set(history) & set(STATS)
     assert set(stats) == {"samples_per_second", "learning_rate", "grad_norm"}
     assert all(len(values) == EPOCHS for values in [*history.values(), *stats.values()])
     assert stats["learning_rate"] == pytest.approx([0.01] * EPOCHS)
@@ -156,7 +157,7 @@ def test_history_holds_loss_and_metrics_and_stats_the_rest(data, positions):
 
 def test_train_result_carries_the_stats(data):
     result = tfkit.train(data, verbose=0, **TINY)
-    assert set(result.stats) == set(loop.STATS)
+    assert set(result.stats) == set(STATS)
     assert len(result.stats["samples_per_second"]) == EPOCHS
 
 
@@ -170,11 +171,11 @@ def test_a_resumed_run_continues_history_and_stats(data, tmp_path, positions):
     assert all(len(v) == EPOCHS for v in positions[-1].stats.values())
 
 
-def test_position_state_round_trips_through_json_and_moves_old_stats():
-    position = loop.Position(step=14, history={"loss": [0.5, 0.4]},
-                             stats={"grad_norm": [1.5, 1.2]}, last_loss=0.39)
-    saved = json.loads(json.dumps({**position.state(), "step": position.step}))
-    assert loop.Position.from_state(saved) == position
+def test_train_state_round_trips_through_json_and_moves_old_stats():
+    state = TrainState(step=14, history={"loss": [0.5, 0.4]}, stats={"grad_norm": [1.5, 1.2]},
+                       last_loss=0.39, export_path="models/x/1")
+    saved = json.loads(json.dumps({**state.saved(), "step": state.step}))
+    assert TrainState.from_saved(saved) == state
     # A checkpoint saved while stats still sat in the history.
-    old = loop.Position.from_state({"step": 7, "history": {"loss": [0.5], "grad_norm": [1.5]}})
+    old = TrainState.from_saved({"step": 7, "history": {"loss": [0.5], "grad_norm": [1.5]}})
     assert old.history == {"loss": [0.5]} and old.stats == {"grad_norm": [1.5]}

@@ -4,11 +4,11 @@ import pytest
 
 import tfkit
 from tfkit import datasets
-from tfkit.schedules import CosineDecay
+from tfkit.schedules import EpochCosineDecay
 
 
 def test_cosine_runs_from_the_base_rate_down_towards_zero():
-    schedule = CosineDecay(optimizer=None, base=0.1, epochs=4)
+    schedule = EpochCosineDecay(optimizer=None, base=0.1, epochs=4)
     rates = [schedule.rate(epoch) for epoch in range(4)]
     assert rates[0] == pytest.approx(0.1) and rates[2] == pytest.approx(0.05)
     assert rates == sorted(rates, reverse=True) and rates[-1] < 0.015

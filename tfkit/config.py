@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 TASKS = ("auto", "regression", "binary", "multiclass")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # the one list: tfkit.optimizers.make, the CLI
 LR_SCHEDULES = ("constant", "cosine")
 STRATEGY_NAMES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
 MISSING_POLICIES = ("drop", "impute")
@@ -70,6 +70,8 @@ class TrainConfig:
     max_nan_restores: int = 3  # on_nan=restore: restores before giving up
     mixed_precision: str | None = None  # "mixed_float16" (GPU) or "mixed_bfloat16" (TPU, CPU)
     jit_compile: bool = False  # compile steps with XLA; measured slower on CPU for small models
+    fused_update: bool = True  # plain Adam/SGD update in fused kernels (FusedAdam); same weights
+    in_memory_input: bool = True  # one CPU device: batches gathered in the compiled loop
     verbose: int | None = None  # 0 silent, 1 bar + epoch lines, 2 epoch lines; None: 1 on a tty
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to the builder
     window: int | None = None  # steps per example: a series' input window, a text's context

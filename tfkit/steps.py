@@ -1,4 +1,4 @@
-"""The step functions: one replica's learning step, and the compiled multi-step calls."""
+"""The step functions: lesson 2's learning step, and the compiled calls that run it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfkit.updates import fused_update
+from tfkit import optimizers
+from tfkit.options import StepOptions, compiled
 
 SUM = tf.distribute.ReduceOp.SUM
 _LATEST = ("grad_norm", "last_loss")  # per-call values that are the last step's, not sums
@@ -58,17 +59,34 @@ def per_example_loss(loss: Any, task: str) -> Callable[[Any, Any], tf.Tensor]:
     raise ValueError(f"loss {loss!r} is not a Keras loss name, object or function")
 
 
+def train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn: Callable,
+               global_batch_size: int, x: Any, y: tf.Tensor,
+               weights: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """One replica's learning step, as lesson 2 writes it: the reference every option keeps.
+
+    Returns the predictions and each example's loss (for the run's figures).
+    """
+    with tf.GradientTape() as tape:
+        predictions = model(x, training=True)  # 1. forward: the model's guess
+        per_example = loss_fn(y, predictions)  # 2. loss: how wrong each guess is ...
+        loss = tf.nn.compute_average_loss(  # ... averaged over the global batch, not the replica's
+            per_example, sample_weight=weights, global_batch_size=global_batch_size)
+        if model.losses:  # weight penalties, shared out over the replicas
+            loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        loss = optimizer.scale_loss(loss)  # float16: keeps small gradients alive; else as is
+    gradients = tape.gradient(loss, model.trainable_variables)  # 3. backward: each weight's share
+    optimizer.apply_gradients(  # 4. update: the optimizer's own rule (Adam's by default)
+        zip(gradients, model.trainable_variables, strict=True))
+    return predictions, per_example
+
+
 class Steps:
     """Compiled train/eval functions for one model, optimizer and strategy.
 
-    The replica step is the lesson in code: forward pass, loss, backward pass,
-    update. `train(iterator, n)` runs n of them in one `tf.function` call so a
-    small model is not bound by Python overhead; the only host sync is the
-    totals it returns. With `keep_gradients`, the last step of each call also
-    keeps its whole gradient (for histograms) in variables beside the model,
-    so no second traced function is needed. With `fused` (the default), a plain
-    Adam or SGD applies its update in one TensorFlow kernel per weight
-    (tfkit/updates.py); other optimizers apply their own.
+    `train(iterator, n)` runs `train_step` n times in one `tf.function` call,
+    under the `StepOptions` (tfkit/options.py); the only host sync is the
+    totals it returns. The optimizer is the run's (tfkit/optimizers.py): it
+    measures, clips and keeps the gradient summed over replicas.
     """
 
     def __init__(
@@ -80,129 +98,57 @@ class Steps:
         strategy: tf.distribute.Strategy,
         global_batch_size: int,
         clip_norm: float | None = None,
-        jit_compile: bool = False,
-        keep_gradients: bool = False,
-        fused: bool = True,
+        options: StepOptions | None = None,
         loss: Any = None,
         metrics: tuple[list, list] | None = None,
         target_scale: tuple[float, float] | None = None,
     ) -> None:
-        self.model, self.optimizer, self.task = model, optimizer, task
-        self.strategy = strategy
+        self.model, self.task, self.strategy = model, task, strategy
         self.global_batch_size = global_batch_size
-        self.clip_norm = clip_norm
-        self.keep_gradients = keep_gradients
-        self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        self.options = options = options or StepOptions()
+        with strategy.scope():
+            self.optimizer = optimizers.for_training(
+                optimizer, strategy=strategy, variables=model.trainable_variables,
+                clip_norm=clip_norm, keep_gradients=options.keep_gradients,
+                fused=options.fused_update)
+        self.measure = self.optimizer.tfkit_measure
         self.loss_fn = per_example_loss(loss, task)
         # Keras metric objects (train, validation), made in the strategy's scope;
         # None: the task's own accuracy or mae, kept as exact sums.
         self.metrics, self.val_metrics = metrics or (None, None)
         self.target_scale = target_scale
-        self._fused = fused_update(optimizer, strategy) if fused else None
-        self.kept_gradients = self._gradient_store() if keep_gradients else []
-        step = tf.function(self._replica_train_step, jit_compile=jit_compile)
-        self._compiled_replica_step = step if jit_compile else self._replica_train_step
+        self._replica_step = compiled(self._replica_train_step, options.jit_compile)
         self._train = tf.function(self._train_many)
+        self._iterator: Any = None
         self.evaluate = tf.function(self._evaluate)
+
+    @property
+    def kept_gradients(self) -> list[tf.Variable]:
+        """The last step's gradient, summed over replicas ([] unless kept)."""
+        return self.measure.gradients
 
     def train(self, iterator: Any, n: tf.Tensor) -> tuple[dict[str, tf.Tensor], list]:
         """Up to n steps in one call: the summed stats, and the kept gradient (or [])."""
+        self._iterator = iterator
         return self._train(iterator, n), self.kept_gradients
 
-    def traced_graph(self, iterator: Any) -> tf.Graph:
-        """The graph of `train` as already traced for `iterator` (looked up, not traced again)."""
+    def traced_graph(self, iterator: Any = None) -> tf.Graph:
+        """The graph of `train` as already traced for `iterator` (default: the last one used),
+        looked up, not traced again."""
+        iterator = self._iterator if iterator is None else iterator
         return self._train.get_concrete_function(iterator, tf.TensorSpec([], tf.int32)).graph
 
     def learning_rate(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
-    def _replica_train_step(self, x: Any, y: tf.Tensor, weights: tf.Tensor | None,
-                            last: tf.Tensor) -> dict[str, Any]:
-        with tf.GradientTape() as tape:
-            predictions = self.model(x, training=True)  # 1. forward: guess
-            per_example = self._loss(y, predictions)  # 2. measure the error, per example
-            loss = tf.nn.compute_average_loss(
-                per_example, sample_weight=weights, global_batch_size=self.global_batch_size
-            )
-            if self.model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
-            if self.loss_scaled:
-                loss = self.optimizer.scale_loss(loss)  # float16: keep small gradients alive
-        variables = self.model.trainable_variables
-        gradients = tape.gradient(loss, variables)  # 3. backward: each weight's share
-        summed, shares, norm = self._clip(gradients, last)
-        self._update(summed, shares, variables)  # 4. nudge: the optimizer's rule, e.g. Adam's
+    def _replica_train_step(self, x: Any, y: tf.Tensor, weights: tf.Tensor | None) -> dict:
+        predictions, per_example = train_step(self.model, self.optimizer, self._loss,
+                                              self.global_batch_size, x, y, weights)
         weighted = per_example if weights is None else per_example * weights
-        return {**self._stats(y, predictions, weighted, self.metrics), "grad_norm": norm}
+        return self._stats(y, predictions, weighted, self.metrics)
 
     def _loss(self, y: tf.Tensor, predictions: tf.Tensor) -> tf.Tensor:
         return example_losses(self.loss_fn, y, predictions, self.task, self.target_scale)
-
-    def _clip(self, gradients: list, last: tf.Tensor) -> tuple[list, list, tf.Tensor]:
-        """The gradient summed over replicas and each replica's share, clipped, and the norm.
-
-        Each replica holds only its share of the gradient. The true norm is
-        the norm of their sum, so clipping must see the all-reduced gradient
-        (Keras's own clipnorm clips each share). A fused update applies that
-        sum; Keras's apply takes the shares and sums them itself. Without
-        clipping on one replica the norm is only logged, so only the last step
-        of a call (`last`) pays for it (and for keeping the gradient); the
-        other steps return 0. Several replicas sum every step: an all-reduce
-        inside a condition is not allowed under MirroredStrategy.
-        """
-        shares = [
-            tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-            for g, v in zip(gradients, self.model.trainable_variables, strict=True)
-        ]
-        total = shares
-        if self.strategy.num_replicas_in_sync > 1:
-            total = tf.distribute.get_replica_context().all_reduce(SUM, shares)
-
-        def measure() -> tf.Tensor:
-            norm = tf.linalg.global_norm(total)
-            if self.loss_scaled:
-                norm = norm / tf.cast(self.optimizer.scale_loss(1.0), norm.dtype)
-            return norm
-
-        if self.clip_norm is None and self.strategy.num_replicas_in_sync == 1:
-            norm = tf.cond(last, lambda: self._keep(total, measure()), lambda: 0.0)
-            return total, shares, norm
-        norm = measure()
-        if self.keep_gradients:
-            tf.cond(last, lambda: self._keep(total, norm), lambda: norm)
-        if self.clip_norm is None:
-            return total, shares, norm
-        scale = tf.minimum(1.0, self.clip_norm / (norm + 1e-12))
-        return [g * scale for g in total], [g * scale for g in shares], norm
-
-    def _update(self, summed: list, shares: list, variables: list) -> None:
-        if self._fused:
-            self._fused(summed, shares, variables)
-        else:
-            self.optimizer.apply_gradients(zip(shares, variables, strict=True))
-
-    def _gradient_store(self) -> list[tf.Variable]:
-        """One variable per weight for the last step's gradient, outside any checkpoint.
-
-        On read, several replicas' copies (all holding the same all-reduced
-        gradient) give the first one's.
-        """
-        with self.strategy.scope():
-            return [
-                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
-                            synchronization=tf.VariableSynchronization.ON_READ,
-                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-                for v in self.model.trainable_variables
-            ]
-
-    def _keep(self, gradients: list, norm: tf.Tensor) -> tf.Tensor:
-        """Store the gradient when asked to; returns `norm` (a condition's output)."""
-        if not self.keep_gradients:
-            return norm
-        with tf.control_dependencies(
-            [kept.assign(g) for kept, g in zip(self.kept_gradients, gradients, strict=True)]
-        ):
-            return tf.identity(norm)
 
     def _replica_eval_step(self, x: Any, y: tf.Tensor) -> dict[str, tf.Tensor]:
         predictions = self.model(x, training=False)
@@ -239,16 +185,15 @@ class Steps:
         totals = self._zeros(train=True)
         for i in tf.range(n):
             x, y, *weights = next(iterator)  # (x, y) or (x, y, per-example weights)
-            per_replica = self.strategy.run(
-                self._compiled_replica_step,
-                args=(x, y, weights[0] if weights else None, tf.equal(i, n - 1)),
-            )
-            step = self._reduce(per_replica)
+            self.measure.last.assign(tf.equal(i, n - 1))
+            step = self._reduce(self.strategy.run(
+                self._replica_step, args=(x, y, weights[0] if weights else None)))
             if not tf.math.is_finite(step["loss"]):
                 break
             step = {**step, "steps": tf.constant(1.0), "last_loss": step["loss"] / step["count"]}
             totals = {k: step[k] if k in _LATEST else totals[k] + step[k] for k in totals}
-        return {**totals, **_results(self.metrics)}
+        return {**totals, "grad_norm": self.measure.grad_norm.read_value(),
+                **_results(self.metrics)}
 
     def _evaluate(self, dataset: Any) -> dict[str, tf.Tensor]:
         for metric in self.val_metrics or ():
@@ -265,19 +210,14 @@ class Steps:
             metric.reset_state()
 
     def _reduce(self, per_replica: dict[str, Any]) -> dict[str, tf.Tensor]:
-        out = {}
-        for key, value in per_replica.items():
-            # Every replica computes the same global norm: take one, do not add them.
-            op = tf.distribute.ReduceOp.MEAN if key == "grad_norm" else SUM
-            out[key] = self.strategy.reduce(op, value, axis=None)
-        return out
+        return {k: self.strategy.reduce(SUM, v, axis=None) for k, v in per_replica.items()}
 
     def _zeros(self, train: bool) -> dict[str, tf.Tensor]:
         keys = ["loss", "count"]
         if self.metrics is None:
             keys.append("accuracy" if self.task != "regression" else "mae")
         if train:
-            keys += ["grad_norm", "steps", "last_loss"]
+            keys += ["steps", "last_loss"]
         return {k: tf.constant(0.0) for k in keys}
 
 
