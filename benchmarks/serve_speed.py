@@ -27,6 +27,17 @@ the table shows the median over rounds.
 
 KServe pins its own dependency versions; `--kserve-python` runs it from another
 virtual environment (one with kserve and tensorflow) if it cannot share this one.
+
+gRPC against REST on the same `tfkit serve` (`--grpc`; `--grpc-only` runs just this):
+the same multi-process Python load generator (16 callers: processes × threads, each
+its own keep-alive connection or channel, sending bytes made once) calls TF Serving's
+`Predict` with one 32-float row (`tensor_content`) and `:predict` with the same row
+as JSON, at 16 callers (throughput) and 1 caller (median latency); then a 1 MiB
+float32 tensor, [256, 1024], is sent end to end 20 times each way, with the client's
+encoding and decoding timed too: gRPC with `tensor_content`, REST as JSON rows
+(`orjson`, the fastest JSON encoder here).
+
+    python benchmarks/serve_speed.py --grpc-only --seconds 5 --rounds 3
 """
 
 from __future__ import annotations
@@ -53,6 +64,10 @@ import urllib.request
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MODEL = "mlp"
 START_SECONDS = 180
+WIDE = "wide"  # a 1024 → 2 model for the 1 MiB request
+CALLERS = 16
+CALLER_PROCESSES = 4
+LARGE_ROUNDS = 20
 
 KSERVE_MODEL = '''
 """A KServe custom model around the benchmark's SavedModel."""
@@ -149,6 +164,181 @@ def export_model(base: pathlib.Path) -> pathlib.Path:
     hidden = keras.layers.Dense(128, activation="relu")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
     return export(model, base / MODEL, task="multiclass", class_names=["no", "yes"])
+
+
+def export_wide(base: pathlib.Path) -> pathlib.Path:
+    import keras
+
+    from tfkit.export import export_model as export
+
+    inputs = keras.Input(shape=(1024,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    return export(model, base / WIDE, task="regression")
+
+
+def _caller(kind: str, target: str, body: bytes, seconds: float, threads: int, out) -> None:
+    """One load-generator process: ``threads`` callers, each calling until the deadline."""
+    import http.client
+    import threading
+
+    counts, latencies = [], []
+
+    def call_loop() -> None:
+        if kind == "grpc":
+            import grpc
+
+            channel = grpc.insecure_channel(target)
+            call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+            send = lambda: call(body, timeout=30)  # noqa: E731 - bytes in, bytes out
+        else:
+            host, path = target.split("/", 1)
+            connection = http.client.HTTPConnection(host, timeout=30)
+            headers = {"Content-Type": "application/json"}
+
+            def send() -> bytes:
+                connection.request("POST", "/" + path, body, headers)
+                response = connection.getresponse()
+                data = response.read()
+                if response.status != 200:
+                    raise RuntimeError(data[:200])
+                return data
+
+        send()  # connect before the clock starts
+        done, mine = 0, []
+        deadline = time.perf_counter() + seconds
+        while (start := time.perf_counter()) < deadline:
+            send()
+            mine.append(time.perf_counter() - start)
+            done += 1
+        counts.append(done)
+        latencies.extend(mine)
+
+    workers = [threading.Thread(target=call_loop) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    out.put((sum(counts), latencies))
+
+
+def load(kind: str, target: str, body: bytes, callers: int, seconds: float) -> dict[str, float]:
+    """Calls per second and median latency of ``callers`` concurrent callers (spawned
+    processes, so no client shares a GIL with more than a few others)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = min(callers, CALLER_PROCESSES)
+    out = context.Queue()
+    started = [context.Process(target=_caller,
+                               args=(kind, target, body, seconds, callers // processes, out))
+               for _ in range(processes)]
+    for process in started:
+        process.start()
+    results = [out.get(timeout=seconds + 120) for _ in started]
+    for process in started:
+        process.join(timeout=30)
+    latencies = [x for _, lat in results for x in lat]
+    return {"rps": sum(n for n, _ in results) / seconds,
+            "p50_ms": statistics.median(latencies) * 1e3}
+
+
+def grpc_comparison(server: Server, grpc_port: int, seconds: float, rounds: int) -> dict:
+    """gRPC ``Predict`` against REST ``:predict`` on one server: small rows and 1 MiB."""
+    import grpc
+    import numpy as np
+    import orjson
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    x = np.array([[round(0.01 * i - 0.15, 4) for i in range(32)]], np.float32)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.inputs["features"].CopyFrom(tf.make_tensor_proto(x))
+    small = {"grpc": (f"127.0.0.1:{grpc_port}", request.SerializeToString()),
+             "rest": (f"127.0.0.1:{server.port}/v1/models/{MODEL}:predict",
+                      orjson.dumps({"instances": x.tolist()}))}
+    runs: dict[str, list[dict]] = {f"{k}-c{c}": [] for k in small for c in (CALLERS, 1)}
+    for kind, (target, body) in small.items():  # warm-up, not counted
+        load(kind, target, body, 4, 1)
+    for round_ in range(rounds):
+        for callers in (CALLERS, 1):
+            for kind, (target, body) in small.items():
+                result = load(kind, target, body, callers, seconds)
+                runs[f"{kind}-c{callers}"].append(result)
+                print(f"round {round_ + 1} {kind} callers={callers:2d} {result['rps']:8.0f} "
+                      f"calls/s  p50 {result['p50_ms']:.2f} ms", flush=True)
+
+    wide = np.random.default_rng(0).normal(size=(256, 1024)).astype(np.float32)  # 1 MiB
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}",
+                                    options=[("grpc.max_receive_message_length", -1)])
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def by_grpc() -> np.ndarray:
+        call = predict_pb2.PredictRequest()
+        call.model_spec.name = WIDE
+        tensor = call.inputs["features"]
+        tensor.dtype = tf.float32.as_datatype_enum
+        tensor.tensor_shape.dim.add(size=256)
+        tensor.tensor_shape.dim.add(size=1024)
+        tensor.tensor_content = wide.tobytes()
+        return tf.make_ndarray(stub.Predict(call, timeout=60).outputs["predictions"])
+
+    def by_rest() -> np.ndarray:
+        import http.client
+
+        connection = http.client.HTTPConnection(f"127.0.0.1:{server.port}", timeout=60)
+        body = orjson.dumps({"instances": wide}, option=orjson.OPT_SERIALIZE_NUMPY)
+        connection.request("POST", f"/v1/models/{WIDE}:predict", body,
+                           {"Content-Type": "application/json"})
+        answer = orjson.loads(connection.getresponse().read())
+        connection.close()
+        return np.asarray(answer["predictions"], np.float32)
+
+    np.testing.assert_allclose(by_grpc(), by_rest(), rtol=1e-4, atol=1e-4)  # and warm-up
+    large: dict[str, list[float]] = {"grpc": [], "rest": []}
+    for _ in range(LARGE_ROUNDS):
+        for kind, send in (("grpc", by_grpc), ("rest", by_rest)):
+            start = time.perf_counter()
+            send()
+            large[kind].append((time.perf_counter() - start) * 1e3)
+    channel.close()
+    median = {k: statistics.median(v) for k, v in large.items()}
+    print(f"1 MiB: grpc {median['grpc']:.1f} ms, rest {median['rest']:.1f} ms", flush=True)
+    return {"runs": runs, "large_ms": median, "large_runs": large}
+
+
+def grpc_markdown(found: dict, meta: dict) -> str:
+    runs = found["runs"]
+    med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50_ms")}
+           for k, v in runs.items()}
+    rows = ["| transport | calls/s @16 callers | p50 ms @16 | calls/s @1 caller | p50 ms @1 |",
+            "|---|---:|---:|---:|---:|"]
+    for kind, label in (("grpc", "gRPC `Predict`"), ("rest", "REST `:predict` (JSON)")):
+        a, b = med[f"{kind}-c{CALLERS}"], med[f"{kind}-c1"]
+        rows.append(f"| {label} | {a['rps']:.0f} | {a['p50_ms']:.2f} | {b['rps']:.0f} "
+                    f"| {b['p50_ms']:.2f} |")
+    throughput = med[f"grpc-c{CALLERS}"]["rps"] / med[f"rest-c{CALLERS}"]["rps"]
+    each = [g["rps"] / r["rps"] for g, r in zip(runs[f"grpc-c{CALLERS}"],
+                                                runs[f"rest-c{CALLERS}"], strict=True)]
+    latency = med["grpc-c1"]["p50_ms"] / med["rest-c1"]["p50_ms"]
+    large = found["large_ms"]["rest"] / found["large_ms"]["grpc"]
+    return "\n".join([
+        f"Run {meta['date']} on {meta['machine']}; {meta['seconds']} s per run, "
+        f"{meta['rounds']} interleaved rounds, median shown; load average before: "
+        f"{meta['load']}. Command: `{meta['command']}`",
+        "",
+        *rows,
+        "",
+        f"- gRPC / REST throughput, one 32-float row, {CALLERS} callers: **{throughput:.2f}×** "
+        f"(goal ≥ 1×: {'met' if throughput >= 1 else 'NOT met'}); each round: "
+        + ", ".join(f"{r:.2f}" for r in each),
+        f"- gRPC / REST median latency, one row, 1 caller: **{latency:.2f}×** "
+        f"(goal ≤ 1×: {'met' if latency <= 1 else 'NOT met'})",
+        f"- 1 MiB float32 [256, 1024], end to end, median of {LARGE_ROUNDS}: gRPC "
+        f"`tensor_content` {found['large_ms']['grpc']:.1f} ms, REST JSON "
+        f"{found['large_ms']['rest']:.1f} ms: gRPC **{large:.1f}×** faster "
+        f"(goal ≥ 5×: {'met' if large >= 5 else 'NOT met'})",
+    ])
 
 
 def free_port() -> int:
@@ -317,14 +507,23 @@ def main() -> None:
     parser.add_argument("--results", type=pathlib.Path, default=None,
                         help="append the markdown table to this file")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="write raw numbers")
+    parser.add_argument("--grpc", action="store_true",
+                        help="also compare gRPC with REST on tfkit's server")
+    parser.add_argument("--grpc-only", action="store_true",
+                        help="only the gRPC and REST comparison (no wrk, no other servers)")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
+    if args.grpc_only:
+        args.grpc = True
+        args.skip = ["tfkit-v2", "tfkit-flask", "kserve"]
+    elif shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="serve-speed-"))
     servers: dict[str, Server] = {}
     try:
         export_model(work / "models")
+        if args.grpc:
+            export_wide(work / "models")
         x = [round(0.01 * i - 0.15, 4) for i in range(32)]
         bodies = {
             "v1": {"instances": [x]},
@@ -340,12 +539,31 @@ def main() -> None:
         (work / "ceiling_wsgi.py").write_text(textwrap.dedent(CEILING_WSGI_APP))
         (work / "kserve_model.py").write_text(textwrap.dedent(KSERVE_MODEL))
 
-        port = free_port()
+        port, grpc_port = free_port(), free_port()
         servers["tfkit"] = Server(
             "tfkit", [sys.executable, "-m", "tfkit.cli", "serve", "--models",
-                      str(work / "models"), "--port", str(port)],
+                      str(work / "models"), "--port", str(port),
+                      *(["--grpc-port", str(grpc_port)] if args.grpc else [])],
             port, work / "tfkit.log", f"/v1/models/{MODEL}",
         )
+        meta = {
+            "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+            "seconds": args.seconds, "rounds": args.rounds,
+            "load": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+            "command": "python benchmarks/serve_speed.py " + " ".join(sys.argv[1:]),
+        }
+        if args.grpc:
+            found = grpc_comparison(servers["tfkit"], grpc_port, args.seconds, args.rounds)
+            table = grpc_markdown(found, meta)
+            print("\n" + table)
+            if args.results:
+                with open(args.results, "a") as out:
+                    out.write("\n" + table + "\n")
+            if args.json:
+                args.json.write_text(json.dumps({"meta": meta, "grpc": found}, indent=2))
+            if args.grpc_only:
+                return
         if "tfkit-flask" not in args.skip:
             port = free_port()
             servers["tfkit-flask"] = Server(

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from serving import security
 from serving.errors import ServingError, Unauthenticated
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ class Gate:
 
     def __call__(self, context: grpc.ServicerContext, answer: Callable[[], T],
                  open_: bool = False) -> T:
-        from serving import security
-
         try:
             if not open_ and self._guard.token_digest is not None:
                 security.check_token({"HTTP_AUTHORIZATION": _authorization(context)}, self._guard)
@@ -94,7 +93,6 @@ def start(app: Any, host: str, port: int, max_threads: int = DEFAULT_MAX_THREADS
     from grpc_reflection.v1alpha import reflection
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-    from serving import security
     from serving.grpc_open_inference import InferenceService
     from serving.grpc_tf_serving import ModelService, PredictionService
     from serving.protos import grpc_predict_v2_pb2_grpc

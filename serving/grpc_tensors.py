@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from serving.errors import InvalidArgument
 
@@ -98,9 +98,12 @@ def to_array(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
     return filled.reshape(shape)
 
 
-def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """An answer's array as a ``TensorProto``: numbers packed into ``tensor_content``."""
-    proto = tensor_pb2.TensorProto()
+def to_proto(array: np.ndarray, proto: tensor_pb2.TensorProto | None = None
+             ) -> tensor_pb2.TensorProto:
+    """An answer's array as a ``TensorProto`` (written into ``proto`` when given, e.g. a
+    response's map entry): numbers packed into ``tensor_content``, strings in ``string_val``.
+    """
+    proto = tensor_pb2.TensorProto() if proto is None else proto
     dtype = array.dtype
     if dtype.kind in "OSU":
         proto.dtype = types_pb2.DT_STRING
@@ -113,14 +116,10 @@ def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
             raise InvalidArgument(f"The model answered with an unsupported dtype {dtype}")
         proto.dtype = code
         proto.tensor_content = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<")).tobytes()
-    proto.tensor_shape.CopyFrom(shape_proto(array.shape))
+    dims = proto.tensor_shape.dim
+    for size in array.shape:
+        dims.add(size=int(size))
     return proto
-
-
-def shape_proto(shape: tuple[int, ...]) -> tensor_shape_pb2.TensorShapeProto:
-    return tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in shape]
-    )
 
 
 def v2_contents_bytes(contents, datatype: str, name: str) -> bytes:

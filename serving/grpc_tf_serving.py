@@ -68,7 +68,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 model_spec=_spec(spec.name, version, signature.name)
             )
             for alias, array in outputs.items():
-                response.outputs[alias].CopyFrom(to_proto(array))
+                to_proto(array, response.outputs[alias])
             return response
 
         return self.gate(context, lambda: core.observed(spec.name, "predict", answer, True))
