@@ -53,6 +53,10 @@ def test_cli_writes_the_notebook_here_and_says_how_to_open_it(tmp_path, monkeypa
     assert [path.name for path in written] == [LESSONS[-1].notebook.name]
     assert written[0].read_bytes() == LESSONS[-1].notebook.read_bytes()
     assert f"jupyter lab {LESSONS[-1].notebook.name}" in out
+    written[0].write_text("{}")  # the learner's own changes: a second copy does not replace them
+    assert cli.main(["tutorial", "8", "--notebook"]) == 1
+    assert "already here" in capsys.readouterr().err
+    assert written[0].read_text() == "{}"
 
 
 def test_readme_learn_section_links_every_lesson_in_order():

@@ -304,7 +304,11 @@ def _run_tutorial(args: argparse.Namespace) -> int:
         print(tutorials.listing())
         return 0
     if args.notebook:
-        path = tutorials.write_notebook(args.number)
+        try:
+            path = tutorials.write_notebook(args.number)
+        except FileExistsError as err:
+            print(err, file=sys.stderr)
+            return 1
         print(f"Wrote: {path}\nOpen it:  jupyter lab {path}\n(Jupyter comes with "
               "pip install 'tfkit[notebooks]'; TFKIT_LESSON_FAST=1 jupyter lab ... takes "
               "the fast path.)")

@@ -166,12 +166,18 @@ def run(number: int, *, fast: bool = False, workdir: str | None = None) -> int:
 def write_notebook(number: int, folder: str | os.PathLike = ".") -> pathlib.Path:
     """Copy lesson `number`'s notebook into `folder`; returns where it is.
 
+    Raises:
+        FileExistsError: the folder already has it (perhaps with your changes): kept as is.
+
     Example:
         >>> write_notebook(1)  # doctest: +SKIP
         PosixPath('01_what_learning_means.ipynb')
     """
     lesson = find(number)
     target = pathlib.Path(folder) / lesson.notebook.name
+    if target.exists():
+        raise FileExistsError(f"{target} is already here; open it (jupyter lab {target}), "
+                              "or move it away for a fresh copy")
     shutil.copyfile(lesson.notebook, target)
     return target
 
