@@ -97,7 +97,7 @@ class _GlobalNorm:
         if measure.clip_norm is not None:
             scale = tf.minimum(1.0, measure.clip_norm / (norm + 1e-12))
             total, shares = [g * scale for g in total], [g * scale for g in shares]
-        if isinstance(self, updates._Fused):
+        if isinstance(self, updates.SummedUpdate):
             return self.apply_summed(total, variables)
         return super().apply(shares, variables)  # Keras sums the shares itself
 

@@ -42,7 +42,7 @@ _EXTRAS = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "loss_sca
            "gradient_accumulation_steps")
 
 
-class _Fused:
+class SummedUpdate:
     """What FusedAdam and FusedSGD share: the update of gradients already summed over replicas."""
 
     def apply_summed(self, gradients: Sequence[tf.Tensor],
@@ -72,7 +72,7 @@ class _Fused:
         return [slots[index] for slots in self._slot_lists()]
 
 
-class FusedAdam(_Fused, keras.optimizers.Adam):
+class FusedAdam(SummedUpdate, keras.optimizers.Adam):
     """Keras's Adam, updated by `ResourceApplyAdam` for small weights (exactly Keras's math).
 
     Example:
@@ -106,7 +106,7 @@ class FusedAdam(_Fused, keras.optimizers.Adam):
         tf.raw_ops.AssignSubVariableOp(resource=variable.handle, value=step)
 
 
-class FusedSGD(_Fused, keras.optimizers.SGD):
+class FusedSGD(SummedUpdate, keras.optimizers.SGD):
     """Keras's SGD (any momentum, Nesterov or not) in one kernel per weight.
 
     Example:

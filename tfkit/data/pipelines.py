@@ -51,32 +51,41 @@ def train_input_fn(
 
 
 def _gathered(tensors, n_train, rows, per_replica, seed, first_epoch, epochs) -> tf.data.Dataset:
-    """Per-replica batches gathered from in-memory rows, one seeded shuffle per epoch."""
+    """Per-replica batches gathered from in-memory rows: `epoch_batches`, through tf.data."""
 
-    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = _epoch_order(n_train, rows, seed, epoch)
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [-1, per_replica]))
+    def batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices(
+            epoch_batches(n_train, rows, seed, epoch, per_replica))
 
-    def gather(index: tf.Tensor) -> Any:
-        return tf.nest.map_structure(lambda t: tf.gather(t, index), tensors)
-
-    stream = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
-    return stream.map(gather)
+    stream = tf.data.Dataset.range(first_epoch, epochs).flat_map(batches)
+    return stream.map(lambda index: gather_rows(tensors, index))
 
 
-def _epoch_order(n_train: int, rows: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
-    """The first `rows` row indices of epoch `epoch`'s seeded shuffle."""
+def epoch_batches(n_train: int, rows: int, seed: int, epoch: tf.Tensor,
+                  batch_size: int) -> tf.Tensor:
+    """The row indices of epoch `epoch`, one batch a row: the one rule of in-memory input.
+
+    The epoch is a seeded shuffle of the row indices cut to `rows` (whole
+    global batches) and split into batches in order; the input stream and
+    `GatheredBatches` both take their batches from here, so they cannot differ.
+    """
     seeds = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
-    return tf.random.experimental.stateless_shuffle(
-        tf.range(n_train, dtype=tf.int64), seed=seeds
-    )[:rows]
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(n_train, dtype=tf.int64), seed=seeds)[:rows]
+    return tf.reshape(order, [-1, batch_size])
+
+
+def gather_rows(tensors: Any, index: tf.Tensor) -> Any:
+    """The rows `index` of every in-memory tensor."""
+    return tf.nest.map_structure(lambda t: tf.gather(t, index), tensors)
 
 
 class GatheredBatches:
     """Global batches gathered from in-memory rows inside the compiled training loop.
 
-    Batch for batch the same as `train_input_fn`'s in-memory stream (epoch e
-    is the same seeded shuffle of the row indices), but with no input iterator:
+    Batch for batch the same as `train_input_fn`'s in-memory stream (both cut
+    `epoch_batches`; global batch s is per-replica batches s·R … s·R+R-1 of the
+    same epoch order), but with no input iterator:
     `next()` in the traced loop reads a step variable, slices that step's
     indices from the epoch's order and gathers the rows, a few small ops. On one
     CPU device this replaces the iterator's per-batch hand-off (measured in
@@ -95,6 +104,7 @@ class GatheredBatches:
         self._tensors, self._n_train, self._seed = tensors, n_train, seed
         self._per_epoch = steps_per_epoch(n_train, global_batch_size)
         self._rows = self._per_epoch * global_batch_size
+        self._batch_size = global_batch_size
         self._step = tf.Variable(start_step, dtype=tf.int64, trainable=False)
         self._epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)  # whose order is held
         self._order = tf.Variable(tf.zeros([self._per_epoch, global_batch_size], tf.int64),
@@ -110,11 +120,11 @@ class GatheredBatches:
                        lambda: self._draw(epoch))
         with tf.control_dependencies([held]):
             rows = tf.gather(self._order, index)
-        return tf.nest.map_structure(lambda t: tf.gather(t, rows), self._tensors)
+        return gather_rows(self._tensors, rows)
 
     def _draw(self, epoch: tf.Tensor) -> tf.Tensor:
-        order = _epoch_order(self._n_train, self._rows, self._seed, epoch)
-        with tf.control_dependencies([self._order.assign(tf.reshape(order, self._order.shape))]):
+        batches = epoch_batches(self._n_train, self._rows, self._seed, epoch, self._batch_size)
+        with tf.control_dependencies([self._order.assign(batches)]):
             return self._epoch.assign(epoch)
 
 
