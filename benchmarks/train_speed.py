@@ -8,6 +8,7 @@ repeated; the best of each is reported, with ratios measured in the same run.
     python benchmarks/train_speed.py                  # every workload, full size
     python benchmarks/train_speed.py --quick          # a short smoke run
     python benchmarks/train_speed.py --memory         # peak host memory, one child per variant
+    python benchmarks/train_speed.py --options        # also each of tfkit's step options off
 
 See benchmarks/README.md for what each variant is.
 """
@@ -189,12 +190,22 @@ def tfkit_runner(**extra: Any) -> Callable:
     return run
 
 
+# Each of tfkit's step options (tfkit/options.py) switched off alone, and all of them.
+OPTIONS_OFF = {
+    "tfkit_spe1": {"steps_per_execution": 1},
+    "tfkit_streamed": {"in_memory_input": False},
+    "tfkit_unfused": {"fused_update": False},
+    "tfkit_no_hist": {"histogram_every_steps": 0},
+    "tfkit_plain": {"steps_per_execution": 1, "in_memory_input": False, "fused_update": False,
+                    "histogram_every_steps": 0},
+}
 VARIANTS: dict[str, Callable] = {
     "fit": run_fit,
     "fit_spe32": run_fit_spe32,
     "tape": run_tape,
     "tfkit": tfkit_runner(),
     "tfkit_xla": tfkit_runner(jit_compile=True),
+    **{name: tfkit_runner(**off) for name, off in OPTIONS_OFF.items()},
 }
 XLA_VARIANT = "tfkit_xla"
 LABELS = {
@@ -203,6 +214,11 @@ LABELS = {
     "tape": "bare GradientTape loop",
     "tfkit": "tfkit.train (defaults, logdir on)",
     XLA_VARIANT: "tfkit.train (jit_compile=True)",
+    "tfkit_spe1": "tfkit.train, one step per call",
+    "tfkit_streamed": "tfkit.train, input iterator",
+    "tfkit_unfused": "tfkit.train, Keras's Adam update",
+    "tfkit_no_hist": "tfkit.train, no kept gradient",
+    "tfkit_plain": "tfkit.train, every option off",
 }
 
 
@@ -299,7 +315,8 @@ def speed(args, workloads) -> dict:
         epochs = args.epochs or (1 if args.quick else workload.epochs)
         x, y = make_data(workload, rows, seed=0)
         x_eval, y_eval = make_data(workload, 4_096, seed=1)
-        variants = [v for v in VARIANTS if v != XLA_VARIANT or args.xla]
+        variants = ["fit", "fit_spe32", "tape", "tfkit"] + [XLA_VARIANT] * args.xla + (
+            list(OPTIONS_OFF) if args.options else [])
         print(f"\n== {workload.what}", flush=True)
         results = time_variants(workload, variants, x, y, x_eval, y_eval, epochs, args.repeats)
         print_table(workload, results, epochs, rows)
@@ -387,7 +404,7 @@ def memory(args, workloads) -> dict:
     out = {}
     for name in workloads:
         out[name] = {}
-        for variant in ("baseline", "fit", "tfkit"):
+        for variant in ("baseline", "fit", "tfkit") + ("tfkit_unfused",) * args.options:
             command = [sys.executable, os.path.abspath(__file__), "--child", name, variant]
             command += ["--quick"] if args.quick else []
             command += ["--epochs", str(args.epochs)] if args.epochs else []
@@ -398,6 +415,9 @@ def memory(args, workloads) -> dict:
               f"{base:.0f} MB, model.fit {fit:.0f} MB, tfkit.train {tk:.0f} MB "
               f"-> tfkit/fit = {tk / fit:.3f} (above baseline: fit {fit - base:.0f} MB, "
               f"tfkit {tk - base:.0f} MB)", flush=True)
+        if args.options:
+            print(f"{name}: with Keras's Adam update (fused_update=False) "
+                  f"{out[name]['tfkit_unfused']:.0f} MB", flush=True)
     return out
 
 
@@ -410,6 +430,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small data, 1 epoch: a smoke run")
     parser.add_argument("--xla", action="store_true",
                         help="also time tfkit.train(jit_compile=True)")
+    parser.add_argument("--options", action="store_true",
+                        help="also time tfkit.train with each step option off (tfkit/options.py)")
     parser.add_argument("--memory", action="store_true",
                         help="peak host memory of model.fit vs tfkit.train (a child each)")
     parser.add_argument("--matmul-sizes", type=int, nargs="+", default=[1024, 2048, 4096])
