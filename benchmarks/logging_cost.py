@@ -23,14 +23,22 @@ gradient carried out of the step loop) and `no_step_scalars` (step-level
 scalars never due). Running two `--epochs` values separates one-time costs
 from per-step costs.
 
+`--writer-only` times the event files alone: one logged run's events (the
+first run's, written once) are written again through `tfkit.summaries.EventFile`
+`--repeats` times, by wall clock and process CPU time, the writer's threads
+included. Run it with another tfkit on PYTHONPATH to compare two writers.
+
     python benchmarks/logging_cost.py --repeats 7 --epochs 5
     python benchmarks/logging_cost.py --repeats 5 --epochs 10 --breakdown
+    python benchmarks/logging_cost.py --repeats 20 --epochs 5 --writer-only
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import glob
+import os
 import statistics
 import tempfile
 import time
@@ -71,16 +79,55 @@ def timed(x, y, epochs: int, folder: str, arm: dict) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def writer_only(x, y, epochs: int, repeats: int) -> None:
+    """Writes one logged run's events again and again through EventFile, timed."""
+    import tensorflow as tf
+    from tensorboard.compat.proto import event_pb2
+
+    from tfkit.summaries import EventFile
+
+    with tempfile.TemporaryDirectory() as root:
+        timed(x, y, epochs, f"{root}/run", ARMS["on"])
+        paths = glob.glob(f"{root}/run/logs/**/events.out.tfevents.*", recursive=True)
+        events = [event_pb2.Event.FromString(record.numpy())
+                  for path in paths for record in tf.data.TFRecordDataset(path)]
+        events = [e for e in events if not e.file_version]  # each file writes its own header
+        sizes = [e.ByteSize() for e in events]
+        print(f"{len(events)} events, {sum(sizes):,} bytes, largest {max(sizes):,}")
+        walls, cpus, calls = [], [], []
+        for i in range(repeats):
+            gc.collect()
+            wall, cpu = time.perf_counter(), time.process_time()
+            writer = EventFile(f"{root}/replay{i}")
+            for event in events:
+                writer.add(lambda event=event: [event])
+            queued = time.perf_counter() - wall  # what the training thread waits for
+            writer.close()
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+            calls.append(queued)
+            written = sum(os.path.getsize(p) for p in glob.glob(f"{root}/replay{i}/*"))
+        print(f"per run's events ({written:,} bytes in the file): median wall "
+              f"{statistics.median(walls) * 1e3:.1f} ms, median CPU "
+              f"{statistics.median(cpus) * 1e3:.1f} ms (best {min(cpus) * 1e3:.1f}), "
+              f"median time in add() {statistics.median(calls) * 1e3:.2f} ms, "
+              f"{repeats} repeats")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rows", type=int, default=32_768)
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--writer-only", action="store_true")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.rows, 20)).astype(np.float32)
     y = (x[:, :10].sum(axis=1) > 0).astype(np.int64)
+    if args.writer_only:
+        writer_only(x, y, args.epochs, args.repeats)
+        return
     arms = {**ARMS, **(BREAKDOWN_ARMS if args.breakdown else {})}
     walls: dict[str, list[float]] = {name: [] for name in arms}
     cpus: dict[str, list[float]] = {name: [] for name in arms}

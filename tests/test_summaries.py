@@ -353,6 +353,17 @@ def test_a_writing_error_reaches_the_caller(tmp_path):
         writer.close()
 
 
+def test_a_file_that_cannot_be_made_is_an_error_for_the_caller(tmp_path):
+    from tfkit.summaries import RunWriter
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train").write_text("a file where the run's folder should be")
+    writer = RunWriter(str(tmp_path), "run")
+    writer.scalars("train", step=1, values={"loss": 1.0})  # the file is made off this thread
+    with pytest.raises(Exception, match="train"):
+        writer.close()
+
+
 def test_training_that_fails_keeps_the_events_logged_so_far(tmp_path):
     import keras
 
