@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 EXTENSION = tf_serving.EXTENSION
 View = Callable[..., routes.Answer]
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 DEFAULTS: dict[str, Any] = {
     "MODELS": "models",  # a repository: every sub-folder is a model named after it
@@ -138,7 +137,7 @@ def _flask_view(view: View) -> Callable[..., Response]:
     def flask_view(**args: str) -> Response:
         req = request._get_current_object()  # noqa: SLF001 - public werkzeug API, leading _
         # The before_request hook has read and checked the body of these methods.
-        body = req.get_data(cache=False) if req.method in _BODY_METHODS else b""
+        body = req.get_data(cache=False) if req.method in security.BODY_METHODS else b""
         answer = view(current_app.extensions, req.environ, body, **args)
         return Response(answer.body, answer.status, answer.headers,
                         content_type=answer.content_type)

@@ -52,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "CORS_ALLOWED_ORIGINS": [],  # e.g. ["https://app.example.com"]; "*" for any; empty: off
 }
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # whose body the hook reads and checks
 # RFC 6750's b64token: what `openssl rand -hex 32` or `-base64 32` produce.
 _TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _ORIGIN_SYNTAX = re.compile(r"https?://[^/\s]+")
@@ -217,7 +217,7 @@ def _check_request() -> Response | None:
             return preflight
     if guard.token_digest is not None:
         _authenticate(req, environ, guard)
-    if method in _BODY_METHODS:
+    if method in BODY_METHODS:
         req.stream = io.BytesIO(read_body(environ, app.config))  # what the views read
     return None
 

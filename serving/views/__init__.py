@@ -1,1 +1,1 @@
-"""Flask blueprints: thin views that route to the inference core."""
+"""The views: each route of ``serving.routes`` answered without Flask (``routes.Answer``)."""
