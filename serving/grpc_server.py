@@ -91,7 +91,12 @@ def start(app: Any, host: str, port: int, max_threads: int = DEFAULT_MAX_THREADS
         OSError: The address cannot be bound.
     """
     from grpc_reflection.v1alpha import reflection
-    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import (  # noqa: F401 - the *_pb2 modules: see below
+        model_service_pb2,
+        model_service_pb2_grpc,
+        prediction_service_pb2,
+        prediction_service_pb2_grpc,
+    )
 
     from serving.grpc_open_inference import InferenceService
     from serving.grpc_tf_serving import ModelService, PredictionService
@@ -114,6 +119,8 @@ def start(app: Any, host: str, port: int, max_threads: int = DEFAULT_MAX_THREADS
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core, gate), server)
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceService(app.extensions[kserve_v2.EXTENSION], gate), server)
+    # Reflection answers from the default descriptor pool: tensorflow-serving-api's *_grpc
+    # modules load only the messages, so the services' own files are imported above.
     reflection.enable_server_reflection((*SERVICES, reflection.SERVICE_NAME), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:

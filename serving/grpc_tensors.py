@@ -101,7 +101,8 @@ def to_array(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
 def to_proto(array: np.ndarray, proto: tensor_pb2.TensorProto | None = None
              ) -> tensor_pb2.TensorProto:
     """An answer's array as a ``TensorProto`` (written into ``proto`` when given, e.g. a
-    response's map entry): numbers packed into ``tensor_content``, strings in ``string_val``.
+    response's map entry), its values in the dtype's repeated field (``float_val``,
+    ``string_val``, ...), as TF Serving's ``Predict`` answers by default (``AsProtoField``).
     """
     proto = tensor_pb2.TensorProto() if proto is None else proto
     dtype = array.dtype
@@ -111,11 +112,15 @@ def to_proto(array: np.ndarray, proto: tensor_pb2.TensorProto | None = None
             v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()
         )
     else:
-        code = _NP_TYPES.get(dtype.newbyteorder("<"))
+        code = _NP_TYPES.get(dtype.newbyteorder("="))
         if code is None:
             raise InvalidArgument(f"The model answered with an unsupported dtype {dtype}")
         proto.dtype = code
-        proto.tensor_content = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<")).tobytes()
+        field = _TF_TYPES[code][1]
+        flat = array.ravel()
+        if field == "half_val":
+            flat = flat.view(np.uint16)
+        getattr(proto, field).extend(flat.tolist())
     dims = proto.tensor_shape.dim
     for size in array.shape:
         dims.add(size=int(size))

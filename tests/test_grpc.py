@@ -7,6 +7,7 @@ gRPC port, ``--rest_api_port`` the REST port), with two workers, a token, and sm
 import argparse
 import shutil
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -35,15 +36,34 @@ MAX_BATCH_ROWS = 300_000
 RELOAD_SECONDS = 30
 
 
+def _slow_model(path) -> None:
+    """A SavedModel answering y = x after x[0] rounds of a 256x256 matmul: a call's length is
+    the caller's to choose."""
+
+    class Slow(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x):
+            start = tf.fill([256, 256], tf.reduce_mean(x) * 1e-3)  # from x: not folded away
+            _, m = tf.while_loop(lambda i, m: i < tf.cast(x[0], tf.int32),
+                                 lambda i, m: (i + 1, tf.tanh(tf.matmul(m, m))), (0, start))
+            return {"y": x + 0.0 * tf.reduce_sum(m)}
+
+    slow = Slow()
+    tf.saved_model.save(slow, str(path), signatures={"serving_default": slow.serve})
+
+
 @pytest.fixture(scope="module")
 def server(model_repo, model_config_file, tmp_path_factory):
-    """The conftest models plus ``hot`` (half_plus_two as version 1), over REST and gRPC."""
+    """The conftest models plus ``hot`` (half_plus_two as version 1) and ``slow``, over REST
+    and gRPC."""
     root = tmp_path_factory.mktemp("grpc")
     shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu" / "00000123", root / "hot" / "1")
+    _slow_model(root / "slow" / "1")
     config = root / "models.config"
     text = model_config_file.read_text().rstrip().removesuffix("}")
-    config.write_text(text + f'  config {{ name: "hot" base_path: "{root / "hot"}" '
-                             'model_platform: "tensorflow" }\n}\n')
+    config.write_text(text + "".join(
+        f'  config {{ name: "{name}" base_path: "{root / name}" model_platform: "tensorflow" }}\n'
+        for name in ("hot", "slow")) + "}\n")
     (root / "token").write_text(TOKEN)
     grpc_port = free_port()
     process = ServerProcess(
@@ -133,7 +153,8 @@ X = np.array([[1.0], [2.0], [5.0]], np.float32)
 ])
 def test_predict_reference_models(predictions, name, expected):
     response = predictions.Predict(_predict(name, {"x": X}), metadata=AUTH, timeout=TIMEOUT)
-    assert tf.make_ndarray(response.outputs["y"]).ravel().tolist() == expected
+    assert list(response.outputs["y"].float_val) == expected  # typed values, as TF Serving's
+    assert tf.make_ndarray(response.outputs["y"]).shape == (3, 1)
     assert response.model_spec.name == name
     assert response.model_spec.version.value == 123
     assert response.model_spec.signature_name == "serving_default"
@@ -323,13 +344,19 @@ def test_grpc_calls_are_counted_in_the_shared_metrics(server, predictions):
 
 
 def test_server_reflection_lists_the_services(server):
+    from google.protobuf.descriptor_pool import DescriptorPool
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
         ProtoReflectionDescriptorDatabase,
     )
 
-    services = set(ProtoReflectionDescriptorDatabase(server.channel).get_services())
+    database = ProtoReflectionDescriptorDatabase(server.channel)
     assert {"tensorflow.serving.PredictionService", "tensorflow.serving.ModelService",
-            "inference.GRPCInferenceService"} <= services
+            "inference.GRPCInferenceService"} <= set(database.get_services())
+    # What grpcurl does: every message of a method, with the files they import.
+    service = DescriptorPool(database).FindServiceByName("tensorflow.serving.PredictionService")
+    predict = service.methods_by_name["Predict"]
+    tensor = predict.input_type.fields_by_name["inputs"].message_type.fields_by_name["value"]
+    assert tensor.message_type.full_name == "tensorflow.TensorProto"
 
 
 # --- KServe V2 over gRPC, with Triton's client ------------------------------------------------
@@ -457,3 +484,31 @@ def test_which_flag_names_which_port(flags, expected):
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
     assert ports(parser.parse_args(flags)) == expected
+
+
+# Last: it stops the module's server.
+def test_sigterm_lets_the_calls_in_flight_finish(server, predictions):
+    def call(rounds: float) -> float:
+        request = _predict("slow", {"x": np.array([rounds], np.float32)})
+        start = time.monotonic()
+        predictions.Predict(request, metadata=AUTH, timeout=60)
+        return time.monotonic() - start
+
+    rounds = max(50.0, min(1e5, 200 * 1.5 / call(200)))  # about 1.5 s a call
+    answers: list = []
+
+    def caller() -> None:
+        try:
+            answers.append(call(rounds))
+        except grpc.RpcError as exc:
+            answers.append(exc.code())
+
+    threads = [threading.Thread(target=caller) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # the calls reach the workers; each then runs for about 1.5 s
+    assert server.stop(timeout=30) == 0
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(answers) == 2 and all(isinstance(a, float) for a in answers), answers
+    assert "Shutting down" in server.log()
