@@ -59,12 +59,15 @@ class Metrics:
     ``render()`` shows this process's numbers, or, when prometheus_client keeps
     them in ``directory``, the sum over every process that wrote there.
 
-    Measured against the counters this replaced (plain dicts under a lock, shared
-    through JSON files once a second; benchmarks/RESULTS.md): ``observe`` takes
-    2.3 us in one process and 4.6 us with a multiprocess folder instead of 1.5 us,
-    the batcher's ``record`` 5.4 and 12.4 us instead of 2.0 us, a scrape 1.7 and
-    3.4 ms instead of 0.1 ms: about 14 us more a request with several workers,
-    near 1 % of a worker at the 870 requests/s each served in the serving benchmark.
+    Measured against plain dicts under a lock shared through per-worker JSON
+    files once a second (benchmarks/RESULTS.md): CPU per predict request in the
+    app's WSGI call, half_plus_two, medians of 3 interleaved runs: 87.5 us with
+    those, 85.5 us with prometheus_client in one process, 118.8 us with a
+    multiprocess folder, where each of a request's 12 metric updates is written
+    to a memory-mapped file under a lock (1.7 us an update, 0.6 us in memory).
+    Served over HTTP under load a request took 1.1 to 1.3 ms of CPU (Serving
+    speed, RESULTS.md), so several workers pay 2 to 3 % for totals that are
+    exact and live, rather than up to a second old.
 
     Args:
         directory: prometheus_client's multiprocess folder; by default
