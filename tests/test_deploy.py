@@ -140,6 +140,12 @@ def app_for():
     return app_for
 
 
+def _bound(started) -> list[int]:
+    """The ports a started server listens on: REST's, and gRPC's when it serves gRPC."""
+    grpc_port = started["local_config"].get("GRPC_PORT")
+    return sorted([started["port"], *([grpc_port] if grpc_port else [])])
+
+
 def _port_number(container, port):
     """A probe's or Service's port (a number or a port name) as the container's port number."""
     if isinstance(port, int):
@@ -199,7 +205,7 @@ def test_server_listens_on_the_container_port(server, launch):
     started = launch(server)
     # On loopback the kubelet's probes and the Service's traffic would never arrive.
     assert not ipaddress.ip_address(started["host"]).is_loopback, started["host"]
-    assert [port["containerPort"] for port in container["ports"]] == [started["port"]]
+    assert sorted(port["containerPort"] for port in container["ports"]) == _bound(started)
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -269,8 +275,10 @@ def test_service_and_autoscaler_point_at_the_deployment(launch):
     service = docs["Service"]["spec"]
     assert service["selector"].items() <= labels.items()
     _, container = _pod("deployment")
-    port = launch("deployment")["port"]
-    assert [_port_number(container, p["targetPort"]) for p in service["ports"]] == [port]
+    started = launch("deployment")
+    assert started["local_config"]["GRPC_PORT"] == 8500  # TF Serving's gRPC port, as a Service
+    assert sorted(_port_number(container, p["targetPort"]) for p in service["ports"]) == _bound(
+        started)
     target = docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == (
         deployment["apiVersion"], deployment["kind"], deployment["metadata"]["name"])
