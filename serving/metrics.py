@@ -96,7 +96,11 @@ class Metrics:
         self._series: dict[tuple[str, ...], tuple[Any, Any]] = {}
 
     def add_collector(self, collector: Collector) -> None:
-        """Adds another source's metrics (e.g. the batcher's) to ``collect()`` and ``render()``."""
+        """Adds another source's metrics (e.g. the batcher's) to ``collect()`` and ``render()``.
+
+        With a multiprocess folder the scrape reads every prometheus_client metric from
+        the folder's files, this source's included, so it is not collected again.
+        """
         self._collectors.append(collector)
 
     def observe(self, model_name: str, api: str, status: str, seconds: float, *,
