@@ -29,7 +29,6 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.utils import floatToGoString
 
 from serving.metric_snapshots import MULTIPROCESS_DIR
 
@@ -185,9 +184,11 @@ def _label_value(key: str, value: str) -> str:
 
 
 def _number(value: float) -> str:
-    if math.isfinite(value) and value == int(value):
-        return str(int(value))
-    return floatToGoString(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if value == int(value) else repr(float(value))
 
 
 @dataclasses.dataclass
