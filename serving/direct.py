@@ -24,6 +24,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from serving import encoding, routes, security
 
 _NOSNIFF = ("X-Content-Type-Options", "nosniff")
+_STATUS_LINES = {code: f"{code} {text.upper()}" for code, text in HTTP_STATUS_CODES.items()}
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -71,7 +72,7 @@ class DirectRoutes:
             return None
         route, view, args = found
         try:
-            if route.needs_token(method):
+            if route.token:  # the method is one the route takes
                 security.check_token(environ, self._guard)
             body = security.read_body(environ, self._config)
             answer = view(self._extensions, environ, body, **args)
@@ -82,7 +83,7 @@ class DirectRoutes:
             int(self._config["RESPONSE_COMPRESSION_MIN_BYTES"]),
         )
         start_response(
-            f"{answer.status} {HTTP_STATUS_CODES.get(answer.status, 'UNKNOWN').upper()}",
+            _STATUS_LINES[answer.status],
             [("Content-Type", answer.content_type), *answer.headers,
              ("Content-Length", str(len(data))), _NOSNIFF, *coding_headers],
         )

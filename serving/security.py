@@ -281,10 +281,11 @@ def read_body(environ: dict[str, Any], config: Mapping[str, Any]) -> bytes:
     """
     # Limits are read per request, so a test (or an operator's hook) may change them.
     max_body = int(config["MAX_CONTENT_LENGTH"])
-    declared = get_content_length(environ)
+    declared = _declared_length(environ)
     if declared is not None and declared > max_body:
         raise _too_large(f"Request body is {size_text(declared)}", max_body)
-    codings = encoding.request_codings(environ.get("HTTP_CONTENT_ENCODING"))
+    coded = environ.get("HTTP_CONTENT_ENCODING")
+    codings = encoding.request_codings(coded) if coded else []
     if declared is not None:
         body = _read_declared(environ, declared)
     else:
@@ -293,9 +294,17 @@ def read_body(environ: dict[str, Any], config: Mapping[str, Any]) -> bytes:
         body = encoding.decode_body(body, codings, max_body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_CONTENT_ENCODING", None)
-    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-    _check_depth(body, environ, mimetype, config)
+    _check_depth(body, environ, config)
     return body
+
+
+def _declared_length(environ: Mapping[str, Any]) -> int | None:
+    # Most requests carry plain digits; werkzeug's parser (for anything else) costs
+    # about 1 µs, a visible share of a request on the direct path.
+    length = environ.get("CONTENT_LENGTH", "")
+    if length.isascii() and length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ:
+        return int(length)
+    return get_content_length(environ)
 
 
 def _read_declared(environ: Mapping[str, Any], declared: int) -> bytes:
@@ -307,13 +316,11 @@ def _read_declared(environ: Mapping[str, Any], declared: int) -> bytes:
     return body
 
 
-def _check_depth(
-    body: bytes, environ: Mapping[str, Any], mimetype: str, config: Mapping[str, Any]
-) -> None:
+def _check_depth(body: bytes, environ: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     max_depth = int(config["MAX_JSON_DEPTH"])
     # The bracket count first: most bodies have too few brackets to nest too deep.
     if body.count(b"[") + body.count(b"{") > max_depth and nesting_exceeds(
-        _json_part(mimetype, environ, body), max_depth
+        _json_part(environ, body), max_depth
     ):
         raise InvalidArgument(
             f"JSON nesting is deeper than {max_depth} levels, the most accepted "
@@ -334,11 +341,12 @@ def _read_unsized(environ: Mapping[str, Any], max_body: int) -> bytes:
     return body
 
 
-def _json_part(mimetype: str, environ: Mapping[str, Any], body: bytes) -> bytes:
+def _json_part(environ: Mapping[str, Any], body: bytes) -> bytes:
     # KServe's binary tensor extension: only this many leading bytes of the body are JSON.
     length = environ.get(kserve_v2.HEADER_LENGTH_KEY, "").strip()
     if length.isascii() and length.isdigit():
         return body[: int(length)]
+    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
     if mimetype == "application/octet-stream":
         return b""
     return body
