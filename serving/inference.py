@@ -22,7 +22,7 @@ import numpy as np
 from serving import json_codec
 from serving.batching import Batcher
 from serving.errors import InvalidArgument, ServingError
-from serving.metrics import UNKNOWN_MODEL, Metrics, RequestTimes, VersionStatistics
+from serving.metrics import REST, UNKNOWN_MODEL, Metrics, RequestTimes, VersionStatistics
 from serving.repository import ModelRepository
 from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
 
@@ -186,12 +186,9 @@ class InferenceCore:
 
     def run_examples(self, name: str, number: int | None, signature_name: str,
                      examples: Callable[[], list[bytes]], verb: str) -> tuple[int, list, dict]:
-        """``classify`` or ``regress`` (``verb``) of tf.Examples, for any transport.
-
-        ``examples`` gives them serialized, called once the signature is checked (so a
-        request's errors come in TF Serving's order). Returns the version that answered,
-        the examples, and the outputs (``classes``/``scores``, or ``outputs``) by alias.
-        """
+        """``classify``/``regress`` (``verb``), for any transport, of the serialized tf.Examples
+        ``examples()`` gives once the signature is checked (TF Serving's order of errors).
+        Returns the version that answered, the examples, and the outputs by alias."""
         method, what, outputs_of = _EXAMPLE_CALLS[verb]
         with self.servable(name, number) as servable:
             signature = _checked(servable.signature(signature_name), method, what)
@@ -285,8 +282,10 @@ class InferenceCore:
         # as TF Serving does (half_plus_three's regress signature declares DT_FLOAT).
         return self.run(name, servable, signature, {"inputs": serialized}, aliases)
 
-    def observed(self, name: str, api: str, answer: Callable[[], T], infer: bool = False) -> T:
-        """Runs ``answer`` as one request of ``api``: counted, timed, batched when ``infer``."""
+    def observed(self, name: str, api: str, answer: Callable[[], T], infer: bool = False,
+                 entrypoint: str = REST) -> T:
+        """Runs ``answer`` as one ``api`` request that came through ``entrypoint`` (REST or
+        GRPC): counted, timed, batched when ``infer``."""
         start = time.perf_counter_ns()
         status = "OK"
         request = _Request() if infer else None
@@ -305,7 +304,8 @@ class InferenceCore:
         finally:
             _REQUEST.reset(token)
             end = time.perf_counter_ns()
-            self.metrics.observe(self._label(name), api, status, (end - start) / 1e9)
+            self.metrics.observe(self._label(name), api, status, (end - start) / 1e9,
+                                 entrypoint=entrypoint)
             if request is not None and request.servable is not None:
                 self._count(request, start, end, ok=status == "OK")
 
