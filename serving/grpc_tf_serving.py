@@ -29,6 +29,7 @@ from tensorflow_serving.apis import (
 from serving.errors import InvalidArgument
 from serving.grpc_tensors import to_array, to_proto
 from serving.inference import InferenceCore, classifications, regressions
+from serving.metrics import GRPC
 from serving.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, Signature
 
 Gate = Callable[..., Any]  # grpc_server.Gate: token check, and ServingError → gRPC status
@@ -71,7 +72,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 to_proto(array, response.outputs[alias])
             return response
 
-        return self.gate(context, lambda: core.observed(spec.name, "predict", answer, True))
+        return _call(self, context, spec.name, "predict", answer, infer=True)
 
     def Classify(self, request: classification_pb2.ClassificationRequest, context):
         spec = request.model_spec
@@ -84,7 +85,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             _fill_classifications(response.result, outputs, len(examples))
             return response
 
-        return self.gate(context, lambda: self.core.observed(spec.name, "classify", answer, True))
+        return _call(self, context, spec.name, "classify", answer, infer=True)
 
     def Regress(self, request: regression_pb2.RegressionRequest, context):
         spec = request.model_spec
@@ -97,7 +98,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             _fill_regressions(response.result, outputs, len(examples))
             return response
 
-        return self.gate(context, lambda: self.core.observed(spec.name, "regress", answer, True))
+        return _call(self, context, spec.name, "regress", answer, infer=True)
 
     def MultiInference(self, request: inference_pb2.MultiInferenceRequest, context):
         tasks = request.tasks
@@ -119,9 +120,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     _fill_regressions(result.regression_result, outputs, len(examples))
             return response
 
-        return self.gate(
-            context, lambda: self.core.observed(name, "multi_inference", answer, True)
-        )
+        return _call(self, context, name, "multi_inference", answer, infer=True)
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context):
         spec = request.model_spec
@@ -146,7 +145,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.metadata[_SIGNATURE_DEF].Pack(signatures)
             return response
 
-        return self.gate(context, lambda: core.observed(spec.name, "metadata", answer))
+        return _call(self, context, spec.name, "metadata", answer)
 
     def _examples(self, spec: model_pb2.ModelSpec, source: Any, verb: str):
         examples = source if isinstance(source, _Examples) else _Examples(source)
@@ -182,7 +181,16 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 status.status.error_message = state.error_message
             return response
 
-        return self.gate(context, lambda: core.observed(spec.name, "status", answer), open_=True)
+        return _call(self, context, spec.name, "status", answer, open_=True)
+
+
+def _call(service: Any, context, name: str, api: str, answer: Callable[[], Any],
+          infer: bool = False, open_: bool = False) -> Any:
+    """One call through the gate (token, errors), counted as a gRPC request of ``api``."""
+    return service.gate(
+        context, lambda: service.core.observed(name, api, answer, infer, entrypoint=GRPC),
+        open_=open_,
+    )
 
 
 class _Examples:

@@ -338,7 +338,10 @@ def test_grpc_calls_are_counted_in_the_shared_metrics(server, predictions):
     def counted() -> bool:  # other workers' numbers arrive within about a second
         text = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=TIMEOUT,
                             headers={"Authorization": f"Bearer {TOKEN}"}).text
-        return any(x.startswith(line) and float(x[len(line):]) >= 3 for x in text.splitlines())
+        grpc_latency = 'model_name="half_plus_two_tf2",API="predict",entrypoint="GRPC"'
+        lines = text.splitlines()
+        return grpc_latency in text and any(
+            x.startswith(line) and float(x[len(line):]) >= 3 for x in lines)
 
     assert wait_for(counted, 10)
 
