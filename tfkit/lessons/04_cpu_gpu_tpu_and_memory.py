@@ -31,14 +31,14 @@ import tensorflow as tf  # noqa: E402
 
 import tfkit  # noqa: E402
 from tfkit import datasets, memory, text, tutorials  # noqa: E402
-from tfkit.lessons._fresh_process import (  # noqa: E402
-    MEMORY_BATCH,
-    MODULES,
-    penguins_run,
-    small_corpus,
-)
+from tfkit.lessons._fresh_process import MEMORY_BATCH, MODULES, small_corpus  # noqa: E402
 
 FAST, WORKDIR = tutorials.setup()
+try:  # two logical CPU devices for Part 2's cpu:2: TensorFlow cannot split one once it started
+    tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                               [tf.config.LogicalDeviceConfiguration()] * 2)
+except RuntimeError:
+    pass  # this kernel already started TensorFlow (a cell run twice): it has its devices
 warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
 tf.get_logger().setLevel("ERROR")
 SEED = 0
@@ -49,10 +49,11 @@ logdir = os.path.join(WORKDIR, "tensorboard_logs", "04_cpu_gpu_tpu_and_memory")
 shutil.rmtree(logdir, ignore_errors=True)  # a re-run replaces its old curves
 
 # %% [markdown]
-# Two cases need a TensorFlow of their own: two CPU replicas must be chosen before TensorFlow
-# starts, and a peak of memory is only one model's in a process that trained nothing else.
-# They run as fresh processes (`tfkit/lessons/_fresh_process.py`, read it) while this one
-# works; each prints its result as one JSON line.
+# Two CPU replicas must be chosen before TensorFlow starts: so the cell above split this CPU
+# into two logical devices first thing. A peak of memory, measured in Part 3, is only one
+# model's in a process that trained nothing else: those runs start now as fresh processes
+# (`tfkit/lessons/_fresh_process.py`, read it) and work while this one goes on; each prints
+# its result as one JSON line.
 
 # %%
 text.python_docstrings(MODULES)  # collect once, before the children read the cache
@@ -70,7 +71,6 @@ def result_of(child: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-replicas = start("replicas", str(EPOCHS), logdir)
 measured = [start("memory", str(width), str(layers)) for width, layers in SIZES]
 
 # %% [markdown]
@@ -92,14 +92,25 @@ print(f"  strategy='auto' picks {found['auto_picks']!r}")
 # %% [markdown]
 # ## Part 2. One device and two replicas
 #
-# The penguins MLP, batch 32, on one device and on two replicas. `cpu:2` splits this CPU into
+# The penguins MLP, batch 32, on one device (`strategy="cpu"`) and on two replicas
+# (`strategy="cpu:2"`). `cpu:2` splits this CPU into
 # two logical devices; MirroredStrategy gives each replica 16 of the 32 rows, and the
 # gradients are summed across replicas before the one update: the same training, split
 # differently. Not faster here: both replicas share the same 2 cores, and one device already
 # uses both. Replicas pay off when each has its own GPU or TPU core.
 
 # %%
-one, two = penguins_run(logdir, "cpu", EPOCHS), result_of(replicas)
+def penguins_run(strategy: str) -> dict:
+    result = tfkit.train(
+        "penguins", model="mlp", epochs=EPOCHS, batch_size=32, seed=SEED, strategy=strategy,
+        logdir=logdir, run_name=strategy.replace(":", "_"), resume=False, export=None,
+        verbose=False, histogram_every_steps=0,
+    )
+    return {"replicas": result.strategy.num_replicas_in_sync, "loss": result.history["loss"],
+            "samples_per_second": result.stats["samples_per_second"][-1]}
+
+
+one, two = penguins_run("cpu"), penguins_run("cpu:2")
 for name, run in (("cpu", one), ("cpu:2", two)):
     losses = " ".join(f"{loss:.5f}" for loss in run["loss"])
     print(f"  {name:<6} replicas {run['replicas']}  loss per epoch {losses}  "

@@ -1,9 +1,8 @@
-"""Lesson 4's runs that need a TensorFlow of their own: two CPU replicas, or one memory peak.
+"""Lesson 4's memory measurement, in a TensorFlow of its own: one model's peak, nothing else's.
 
-`cpu:2` must be chosen before TensorFlow starts, and a peak of memory is only that
-model's in a process that trained nothing else: so lesson 4 starts these as
-``python -m tfkit.lessons._fresh_process replicas EPOCHS LOGDIR`` or
-``... memory WIDTH LAYERS``; each prints its result as one JSON line, last.
+A peak of memory is only one model's in a process that trained nothing else, so
+lesson 4 starts ``python -m tfkit.lessons._fresh_process memory WIDTH LAYERS`` once
+per size; it prints its result as one JSON line, last.
 """
 
 import importlib
@@ -27,17 +26,6 @@ def small_corpus(characters: int) -> text.Corpus:
     return text.Corpus("docstrings", (joined[:characters],))
 
 
-def penguins_run(logdir: str, strategy: str, epochs: int) -> dict:
-    """The penguins MLP, batch 32, on `strategy`: its replicas, losses and speed."""
-    result = tfkit.train(
-        "penguins", model="mlp", epochs=epochs, batch_size=32, seed=0, strategy=strategy,
-        logdir=logdir, run_name=strategy.replace(":", "_"), resume=False, export=None,
-        verbose=False, histogram_every_steps=0,
-    )
-    return {"replicas": result.strategy.num_replicas_in_sync, "loss": result.history["loss"],
-            "samples_per_second": result.stats["samples_per_second"][-1]}
-
-
 def measure_memory(width: int, layers: int) -> dict:
     """Peak resident memory grown while training two steps, against the estimate."""
     corpus = small_corpus(2 * MEMORY_BATCH * CONTEXT + 1)  # exactly two batches
@@ -55,9 +43,5 @@ def measure_memory(width: int, layers: int) -> dict:
 
 
 if __name__ == "__main__":
-    kind, *args = sys.argv[1:]
-    if kind == "replicas":
-        out = penguins_run(args[1], "cpu:2", int(args[0]))
-    else:
-        out = measure_memory(int(args[0]), int(args[1]))
-    print(json.dumps(out))
+    kind, width, layers = sys.argv[1:]  # kind: "memory", the one there is
+    print(json.dumps(measure_memory(int(width), int(layers))))
