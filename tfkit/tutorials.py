@@ -70,10 +70,10 @@ def setup() -> Setup:
         parser.add_argument("--workdir", default=".", help="what the lesson writes goes here")
         args = parser.parse_args()
         fast, workdir = args.fast or fast_env, args.workdir
-        if importlib.util.find_spec("matplotlib") is not None:
+        if "matplotlib" in sys.modules:  # a lesson that draws: no window to wait on
             import matplotlib
 
-            matplotlib.use("Agg")  # no window to wait on: `show` writes a file instead
+            matplotlib.use("Agg")  # `show` writes a file instead
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"{'Fast' if fast else 'Full'} run; this lesson writes under {workdir.resolve()}")
