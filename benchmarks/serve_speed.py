@@ -242,8 +242,12 @@ def load(kind: str, target: str, body: bytes, callers: int, seconds: float) -> d
             "p50_ms": statistics.median(latencies) * 1e3}
 
 
-def grpc_comparison(server: Server, grpc_port: int, seconds: float, rounds: int) -> dict:
-    """gRPC ``Predict`` against REST ``:predict`` on one server: small rows and 1 MiB."""
+def grpc_comparison(server: Server, grpc_port: int, seconds: float, rounds: int,
+                    work: pathlib.Path) -> dict:
+    """gRPC ``Predict`` against REST ``:predict`` on one server: small rows and 1 MiB.
+
+    With ``wrk`` installed, REST is also loaded by it (a C client, cheaper per call than
+    Python's ``http.client``) at 16 connections, for reference."""
     import grpc
     import numpy as np
     import orjson
@@ -258,6 +262,12 @@ def grpc_comparison(server: Server, grpc_port: int, seconds: float, rounds: int)
              "rest": (f"127.0.0.1:{server.port}/v1/models/{MODEL}:predict",
                       orjson.dumps({"instances": x.tolist()}))}
     runs: dict[str, list[dict]] = {f"{k}-c{c}": [] for k in small for c in (CALLERS, 1)}
+    script = None
+    if shutil.which("wrk"):
+        (work / "grpc-rest.json").write_bytes(small["rest"][1])
+        script = work / "grpc-rest.lua"
+        script.write_text(WRK_SCRIPT.format(body=work / "grpc-rest.json"))
+        runs[f"wrk-c{CALLERS}"] = []
     for kind, (target, body) in small.items():  # warm-up, not counted
         load(kind, target, body, 4, 1)
     for round_ in range(rounds):
@@ -267,6 +277,11 @@ def grpc_comparison(server: Server, grpc_port: int, seconds: float, rounds: int)
                 runs[f"{kind}-c{callers}"].append(result)
                 print(f"round {round_ + 1} {kind} callers={callers:2d} {result['rps']:8.0f} "
                       f"calls/s  p50 {result['p50_ms']:.2f} ms", flush=True)
+            if script is not None and callers == CALLERS:
+                result = wrk(f"{server.url}/v1/models/{MODEL}:predict", script, CALLERS, seconds)
+                runs[f"wrk-c{CALLERS}"].append(result)
+                print(f"round {round_ + 1} rest (wrk) connections={CALLERS} "
+                      f"{result['rps']:8.0f} calls/s  p50 {result['p50_ms']:.2f} ms", flush=True)
 
     wide = np.random.default_rng(0).normal(size=(256, 1024)).astype(np.float32)  # 1 MiB
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}",
@@ -317,6 +332,10 @@ def grpc_markdown(found: dict, meta: dict) -> str:
         a, b = med[f"{kind}-c{CALLERS}"], med[f"{kind}-c1"]
         rows.append(f"| {label} | {a['rps']:.0f} | {a['p50_ms']:.2f} | {b['rps']:.0f} "
                     f"| {b['p50_ms']:.2f} |")
+    if f"wrk-c{CALLERS}" in med:
+        a = med[f"wrk-c{CALLERS}"]
+        rows.append(f"| REST `:predict` (JSON), wrk's C client | {a['rps']:.0f} "
+                    f"| {a['p50_ms']:.2f} | | |")
     throughput = med[f"grpc-c{CALLERS}"]["rps"] / med[f"rest-c{CALLERS}"]["rps"]
     each = [g["rps"] / r["rps"] for g, r in zip(runs[f"grpc-c{CALLERS}"],
                                                 runs[f"rest-c{CALLERS}"], strict=True)]
@@ -332,6 +351,9 @@ def grpc_markdown(found: dict, meta: dict) -> str:
         f"- gRPC / REST throughput, one 32-float row, {CALLERS} callers: **{throughput:.2f}×** "
         f"(goal ≥ 1×: {'met' if throughput >= 1 else 'NOT met'}); each round: "
         + ", ".join(f"{r:.2f}" for r in each),
+        *([f"- gRPC (Python client) / REST (wrk) throughput at {CALLERS}: **"
+            f"{med[f'grpc-c{CALLERS}']['rps'] / med[f'wrk-c{CALLERS}']['rps']:.2f}×**"]
+          if f"wrk-c{CALLERS}" in med else []),
         f"- gRPC / REST median latency, one row, 1 caller: **{latency:.2f}×** "
         f"(goal ≤ 1×: {'met' if latency <= 1 else 'NOT met'})",
         f"- 1 MiB float32 [256, 1024], end to end, median of {LARGE_ROUNDS}: gRPC "
@@ -554,7 +576,7 @@ def main() -> None:
             "command": "python benchmarks/serve_speed.py " + " ".join(sys.argv[1:]),
         }
         if args.grpc:
-            found = grpc_comparison(servers["tfkit"], grpc_port, args.seconds, args.rounds)
+            found = grpc_comparison(servers["tfkit"], grpc_port, args.seconds, args.rounds, work)
             table = grpc_markdown(found, meta)
             print("\n" + table)
             if args.results:

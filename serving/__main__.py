@@ -8,7 +8,9 @@ from serving.cli import add_serve_arguments, run_serve
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m serving", description="Serve SavedModels over TF Serving's REST API."
+        prog="python -m serving",
+        description="Serve SavedModels over TF Serving's REST API and KServe V2's, and over "
+                    "their gRPC services (--grpc-port, or --port with --rest_api_port).",
     )
     add_serve_arguments(parser)
     try:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import grpc
 
 from serving import security
-from serving.errors import ServingError, Unauthenticated
+from serving.errors import ServingError
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ class Gate:
             return answer()
         except ServingError as exc:
             code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN)
-            if isinstance(exc, Unauthenticated):
-                code = grpc.StatusCode.UNAUTHENTICATED
             message = security.scrub_paths(exc.message, self._guard.server_paths)
             context.abort(code, message.encode("utf-8", "backslashreplace").decode("utf-8"))
         except Exception as exc:  # noqa: BLE001 - a client sees the type only, as over REST
