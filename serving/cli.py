@@ -29,14 +29,10 @@ workers, the other workers' numbers up to about a second old
 (``serving/metric_snapshots.py``; the master gives the workers a private
 temporary folder for it and removes it when it stops).
 
-gRPC (``serving/grpc_server.py``: TF Serving's ``PredictionService`` and
-``ModelService``, KServe V2's ``GRPCInferenceService``) runs in every worker
-beside the WSGI server, on a port of its own that every worker binds with
-``SO_REUSEPORT``, from the same app and models. Which flag names which port
-(``ports``): with ``--rest_api_port`` given, the invocation is TF Serving's and
-``--port`` is the gRPC port (default 8500), as for ``tensorflow_model_server``;
-otherwise ``--port`` is the REST port (default 8501) and ``--grpc-port`` turns
-gRPC on.
+gRPC (``serving/grpc_server.py``) runs in every worker beside the WSGI server, from
+the same app, on a port every worker binds with ``SO_REUSEPORT``. With
+``--rest_api_port`` given the command line is TF Serving's and ``--port`` is the gRPC
+port (``ports``); otherwise ``--port`` is REST's and ``--grpc-port`` turns gRPC on.
 
 The app is created in each worker after the fork (gunicorn's master never imports
 TensorFlow, which is not fork-safe), and gunicorn gives us graceful SIGTERM
@@ -191,16 +187,20 @@ def batching_config(args: argparse.Namespace) -> dict[str, Any]:
 def ports(args: argparse.Namespace) -> tuple[int, int | None]:
     """The REST port and the gRPC port (None: no gRPC) the flags name.
 
-    TF Serving's invocation, recognised by ``--rest_api_port``, takes ``--port`` as
-    the gRPC port (default 8500). Otherwise ``--port`` is the REST port (default
-    8501), as it always was for ``tfkit serve``, and only ``--grpc-port`` turns gRPC on.
-    ``--grpc-port`` wins over a TF Serving ``--port``; 0 turns gRPC off.
+    TF Serving's invocation, recognised by ``--rest_api_port``, takes ``--port`` as the
+    gRPC port (default 8500). Otherwise ``--port`` is the REST port (default 8501), as it
+    always was for ``tfkit serve``, and only ``--grpc-port`` turns gRPC on. ``--grpc-port``
+    wins over a TF Serving ``--port``; 0 turns gRPC off. One port for both stops at once.
     """
+    rest, grpc_port = args.port or DEFAULT_PORT, args.grpc_port
     if args.rest_api_port is not None:
-        grpc_port = args.grpc_port if args.grpc_port is not None else (
-            args.port if args.port is not None else DEFAULT_GRPC_PORT)
-        return args.rest_api_port, grpc_port or None
-    return args.port or DEFAULT_PORT, args.grpc_port or None
+        rest = args.rest_api_port
+        if grpc_port is None:
+            grpc_port = args.port if args.port is not None else DEFAULT_GRPC_PORT
+    if grpc_port and grpc_port == rest:
+        raise SystemExit(f"tfkit serve: REST and gRPC cannot share port {rest}; give gRPC "
+                         "another (--grpc-port, or --port with --rest_api_port)")
+    return rest, grpc_port or None
 
 
 def _boolean(text: str) -> bool:

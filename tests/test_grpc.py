@@ -489,6 +489,13 @@ def test_which_flag_names_which_port(flags, expected):
     assert ports(parser.parse_args(flags)) == expected
 
 
+def test_one_port_for_rest_and_grpc_stops_at_once():
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    with pytest.raises(SystemExit, match="cannot share port 8501"):
+        ports(parser.parse_args(["--port", "8501", "--rest_api_port", "8501"]))
+
+
 # Last: it stops the module's server.
 def test_sigterm_lets_the_calls_in_flight_finish(server, predictions):
     def call(rounds: float) -> float:
