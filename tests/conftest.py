@@ -156,6 +156,24 @@ def client(app):
     return app.test_client()
 
 
+# pytest-xdist (--dist loadgroup) gives a worker whole groups: a test file is a group, but
+# files that share a session's server processes are one, so the servers start on one worker
+# only. Groups are handed out in this order, the costliest first (CPU seconds measured on
+# 2 cores), so the two workers finish close together; the others follow in file order.
+SHARED_GROUPS = {stem: "tfkit_servers" for stem in (
+    "test_http_encoding", "test_http_methods", "test_serving_fuzz", "test_serving_hardening")}
+COSTLIEST_FIRST = ("test_tutorials", "test_checkpoints", "test_own_data", "test_commands",
+                   "test_multiworker", "test_grpc", "test_schemathesis", "test_zoo",
+                   "tfkit_servers", "test_train", "test_cli")
+
+
+def _group(item: pytest.Item) -> str:
+    marked = [mark.args[0] for mark in item.iter_markers("xdist_group") if mark.args]
+    stem = item.path.stem
+    return marked[0] if marked else SHARED_GROUPS.get(stem, stem)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
     # schemathesis gives every operation's item its test function's node id; pytest-xdist
     # schedules by node id and would run one operation of them all. Each gets the id pytest
@@ -163,6 +181,10 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if hasattr(item, "operation_label") and item.nodeid.endswith(item.originalname):
             item._id = item.parent.id.child(item.name)
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(_group(item)))
+    rank = {group: i for i, group in enumerate(COSTLIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: file order kept
 
 
 def triton_http_client(server, timeout: float):
@@ -206,15 +228,21 @@ class ServerProcess:
 
     ``host=None`` passes no ``--host``; ``default_port`` (the port the server binds with
     no port flag) passes no port flag: such a server cannot move when its port is taken.
+    Without ``--workers`` in ``args`` the server gets ``--workers 1``: each worker starts
+    TensorFlow (about 4.4 s of CPU here), and the tests of several workers ask for them
+    (``workers=None`` keeps the server's own default, one per core).
     """
 
     def __init__(self, args: list[str], log_path: pathlib.Path, port_flag: str = "--port",
                  command: list[str] | None = None, env: dict[str, str] | None = None,
-                 host: str | None = "127.0.0.1", default_port: int | None = None) -> None:
+                 host: str | None = "127.0.0.1", default_port: int | None = None,
+                 workers: int | None = 1) -> None:
         self.log_path = log_path
         self._env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2",
                          **(env or {}))
         self._host = host or "127.0.0.1"
+        if workers is not None and "--workers" not in args:
+            args = [*args, "--workers", str(workers)]
         self._argv = [sys.executable, *(command or ["-m", "serving"]), *args,
                       *(["--host", host] if host else [])]
         self._port_flag = None if default_port else port_flag

@@ -75,7 +75,7 @@ def _bomb(coding: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def servers(request, tmp_path_factory):
-    """``direct``: the shared `tfkit serve` (two workers, defaults). ``flask``: ``python -m
+    """``direct``: the shared `tfkit serve` (defaults, one worker). ``flask``: ``python -m
     serving`` with one worker, the direct path off, 64-byte threshold and an 8 MiB body
     limit; it starts while the shared ones do."""
     repo = tmp_path_factory.mktemp("encoding-models")
