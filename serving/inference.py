@@ -108,7 +108,7 @@ class InferenceCore:
         """``GET /v1/models/{name}[/versions/{v}|/labels/{l}]``."""
 
         def answer() -> bytes:
-            number = self._version(name, version, label)
+            number = self.version_number(name, version, label)
             states = self.repository.status(name, number)
             return json_codec.dumps({
                 "model_version_status": [
@@ -118,13 +118,13 @@ class InferenceCore:
                 ]
             })
 
-        return self._observed(name, "status", answer)
+        return self.observed(name, "status", answer)
 
     def metadata(self, name: str, version: str | None = None, label: str | None = None) -> bytes:
         """``GET /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata``."""
 
         def answer() -> bytes:
-            number = self._version(name, version, label)
+            number = self.version_number(name, version, label)
             with self.repository.servable(name, number) as servable:
                 return json_codec.dumps({
                     "model_spec": {"name": name, "signature_name": "",
@@ -132,7 +132,7 @@ class InferenceCore:
                     "metadata": {"signature_def": {"signature_def": servable.signature_defs_json}},
                 })
 
-        return self._observed(name, "metadata", answer)
+        return self.observed(name, "metadata", answer)
 
     def predict(
         self, name: str, body: bytes, version: str | None = None, label: str | None = None
@@ -142,14 +142,14 @@ class InferenceCore:
         def answer() -> bytes:
             doc = self._parse(body)
             signature_name = json_codec.signature_name(doc)
-            number = self._version(name, version, label)
+            number = self.version_number(name, version, label)
             with self.servable(name, number) as servable:
                 signature = servable.signature(signature_name)
                 arrays, fmt = json_codec.decode_predict(doc, signature.inputs)
                 outputs = self.run(name, servable, signature, arrays, list(signature.outputs))
             return json_codec.encode_predict(outputs, fmt)
 
-        return self._observed(name, "predict", answer, infer=True)
+        return self.observed(name, "predict", answer, infer=True)
 
     def classify(
         self, name: str, body: bytes, version: str | None = None, label: str | None = None
@@ -161,7 +161,7 @@ class InferenceCore:
             results = classifications(outputs, len(examples))
             return json_codec.dumps_outputs({"results": results}, outputs)
 
-        return self._observed(name, "classify", answer, infer=True)
+        return self.observed(name, "classify", answer, infer=True)
 
     def regress(
         self, name: str, body: bytes, version: str | None = None, label: str | None = None
@@ -173,13 +173,13 @@ class InferenceCore:
             results = regressions(outputs, len(examples))
             return json_codec.dumps_outputs({"results": results}, outputs)
 
-        return self._observed(name, "regress", answer, infer=True)
+        return self.observed(name, "regress", answer, infer=True)
 
     def _on_examples(self, name: str, body: bytes, version: str | None, label: str | None,
                      verb: str) -> tuple[list[bytes], dict[str, np.ndarray]]:
         doc = self._parse(body)
         signature_name = json_codec.signature_name(doc)
-        number = self._version(name, version, label)
+        number = self.version_number(name, version, label)
         _, examples, outputs = self.run_examples(
             name, number, signature_name, lambda: json_codec.examples_from_json(doc, verb), verb)
         return examples, outputs
@@ -338,8 +338,6 @@ class InferenceCore:
                 f"Expected a version number from 0 to {_MAX_VERSION}"
             )
         return int(digits)
-
-    _observed, _version = observed, version_number  # the names the HTTP layers call
 
 
 def _rows(arrays: dict[str, np.ndarray]) -> int:

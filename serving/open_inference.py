@@ -83,7 +83,7 @@ class OpenInference(TritonExtensions):
         Raises:
             NotFound: No such model.
         """
-        number = self.core._version(name, version, None)  # noqa: SLF001 - shared parsing
+        number = self.core.version_number(name, version, None)
         self.core.repository.status(name)  # raises NotFound for an unknown model
         return bool(self._available(name, number))
 
@@ -91,7 +91,7 @@ class OpenInference(TritonExtensions):
         """``GET /v2/models/{name}[/versions/{v}]``: the default signature's tensors."""
 
         def answer() -> bytes:
-            number = self.core._version(name, version, None)  # noqa: SLF001
+            number = self.core.version_number(name, version, None)
             with self.core.repository.servable(name, number) as servable:
                 table = self._table(servable, DEFAULT_SIGNATURE)
                 return json_codec.dumps({
@@ -102,7 +102,7 @@ class OpenInference(TritonExtensions):
                     "outputs": [t.metadata() for t in table.outputs.values()],
                 })
 
-        return self.core._observed(name, "metadata", answer)  # noqa: SLF001
+        return self.core.observed(name, "metadata", answer)
 
     def infer(
         self, name: str, version: str | None, body: bytes, header_length: int | None = None
@@ -127,7 +127,7 @@ class OpenInference(TritonExtensions):
             signature_name = parameters.get("signature_name", "")
             if not isinstance(signature_name, str):
                 raise InvalidArgument("parameters.signature_name must be a string")
-            number = self.core._version(name, version, None)  # noqa: SLF001
+            number = self.core.version_number(name, version, None)
             with self.core.servable(name, number) as servable:
                 signature = servable.signature(signature_name)
                 table = self._table(servable, signature.name)
@@ -136,7 +136,7 @@ class OpenInference(TritonExtensions):
                 outputs = self.core.run(name, servable, signature, arrays, list(wanted))
                 return encode_outputs(doc, name, servable.version, table, outputs, wanted)
 
-        return self.core._observed(name, "infer", answer, infer=True)  # noqa: SLF001
+        return self.core.observed(name, "infer", answer, infer=True)
 
     def _states(self, name: str, version: int | None = None) -> list[VersionStatus]:
         try:

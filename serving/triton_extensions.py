@@ -42,7 +42,7 @@ class TritonExtensions:
         Raises:
             ServingError: Triton's errors for an unknown model or a version not served.
         """
-        number = self.core._version(name, version, None)  # noqa: SLF001
+        number = self.core.version_number(name, version, None)
         try:
             with self.core.repository.servable(name, number) as servable:
                 table = self._table(servable, DEFAULT_SIGNATURE)
@@ -110,7 +110,7 @@ class TritonExtensions:
         if name is None:
             served = {model: self._available(model) for model in self.core.repository.names()}
         else:
-            number = self.core._version(name, version, None)  # noqa: SLF001
+            number = self.core.version_number(name, version, None)
             versions = self._available(name)
             if not versions:
                 raise InvalidArgument(f"requested model '{name}' is not available")
