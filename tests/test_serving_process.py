@@ -11,7 +11,14 @@ import keras
 import numpy as np
 import pytest
 import requests
-from conftest import PENGUIN_ROWS, REFERENCE_MODELS, TESTDATA, copy_reference_models, wait_for
+from conftest import (
+    PENGUIN_ROWS,
+    REFERENCE_MODELS,
+    TESTDATA,
+    copy_reference_models,
+    free_port,
+    wait_for,
+)
 
 from tfkit.export import export_model
 
@@ -142,7 +149,7 @@ def _wait_for(condition, seconds: float = RELOAD_SECONDS) -> bool:
 def test_tf_serving_flags_and_sigterm(start_server):
     server = start_server(
         ["--model_name", "half", "--model_base_path",
-         str(TESTDATA / "saved_model_half_plus_two_cpu"), "--port", "8500"],
+         str(TESTDATA / "saved_model_half_plus_two_cpu"), "--port", str(free_port())],
         "/v1/models/half",
         port_flag="--rest_api_port",  # wins over --port, TF Serving's gRPC port
     )
