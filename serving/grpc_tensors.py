@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from serving.errors import InvalidArgument
 
@@ -112,7 +113,7 @@ def to_proto(array: np.ndarray, proto: tensor_pb2.TensorProto | None = None
             v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()
         )
     else:
-        code = _NP_TYPES.get(dtype.newbyteorder("="))
+        code = _NP_TYPES.get(dtype) or _NP_TYPES.get(dtype.newbyteorder("="))
         if code is None:
             raise InvalidArgument(f"The model answered with an unsupported dtype {dtype}")
         proto.dtype = code
@@ -121,10 +122,15 @@ def to_proto(array: np.ndarray, proto: tensor_pb2.TensorProto | None = None
         if field == "half_val":
             flat = flat.view(np.uint16)
         getattr(proto, field).extend(flat.tolist())
-    dims = proto.tensor_shape.dim
-    for size in array.shape:
-        dims.add(size=int(size))
+    proto.tensor_shape.CopyFrom(_shape(array.shape))
     return proto
+
+
+@functools.lru_cache(maxsize=256)
+def _shape(shape: tuple[int, ...]) -> tensor_shape_pb2.TensorShapeProto:
+    # One copy of a ready message costs less than adding its dimensions one by one.
+    return tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in shape])
 
 
 def v2_contents_bytes(contents, datatype: str, name: str) -> bytes:

@@ -7,6 +7,7 @@ TF Serving's answer, echoing the model spec with the version that answered.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -231,7 +232,9 @@ def _version(core: InferenceCore, spec: model_pb2.ModelSpec) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _spec(name: str, version: int, signature_name: str | None) -> model_pb2.ModelSpec:
+    """The answer's model spec (its constructor copies this one: it is never changed)."""
     spec = model_pb2.ModelSpec(name=name, version=wrappers_pb2.Int64Value(value=version))
     if signature_name is not None:
         spec.signature_name = signature_name
