@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from serving import cli as serving_cli
+from serving import metric_snapshots
 from tfkit.cli import _parser
 
 DEPLOY = pathlib.Path(__file__).resolve().parent.parent / "deploy"
@@ -111,6 +112,8 @@ def launch(monkeypatch, tmp_path):
 
         monkeypatch.setattr(serving_cli, "_GunicornServer", Recorder)
         monkeypatch.setattr(serving_cli, "_check_address_free", lambda host, port: None)
+        # No workers are forked here, and this process has imported prometheus_client.
+        monkeypatch.setattr(metric_snapshots, "share_with_workers", lambda directory: None)
         for var in container.get("env", []):
             monkeypatch.setenv(var["name"], var.get("value", TOKEN))
         args = []
