@@ -11,10 +11,11 @@ weight on 2 cores (benchmarks/update_kernels.py): 256 floats 7.5 µs fused vs
 32 µs (split, and the split costs more than it saves), 65,536 floats 198 vs
 352 µs (the split pays). So the Adam kernel takes the weights of at most
 INLINE_MAX_SIZE elements (biases, small heads); larger weights get Keras's
-own arithmetic, the same separate ops Keras's Adam writes (`_adam_ops`). With
-the CNN benchmark's 200,704-float dense weight in the kernel, peak host
-memory also rose by about 58 MB (cause not found). The SGD kernels are plain
-Eigen expressions, sized right, and take every weight.
+own arithmetic, the same separate ops Keras's Adam writes. With the CNN
+benchmark's 200,704-float dense weight in the kernel, peak host memory also
+rose by about 58 MB (cause not found); with small weights only, the CNN's
+peak was 823 MB fused against 818 MB with Keras's update (RESULTS.md, run 8).
+The SGD kernels are plain Eigen expressions, sized right, and take every weight.
 
 `apply_summed` is the fast path tfkit's step takes (tfkit/optimizers.py):
 Keras's own apply hands every weight to the strategy's `update`, which
