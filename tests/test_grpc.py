@@ -1,7 +1,8 @@
 """gRPC: TF Serving's and KServe V2's services, called with their own clients, on a real server.
 
-One server process for the file, started as ``tensorflow_model_server`` is (``--port`` the
-gRPC port, ``--rest_api_port`` the REST port), with two workers, a token, and small limits.
+One server process for most of the file, started as ``tensorflow_model_server`` is (``--port``
+the gRPC port, ``--rest_api_port`` the REST port), with two workers, a token, and small limits;
+the test that stops a server has one of its own.
 """
 
 import argparse
@@ -36,14 +37,15 @@ MAX_BATCH_ROWS = 300_000
 RELOAD_SECONDS = 30
 
 
-def _slow_model(path) -> None:
+def _slow_model(path, started) -> None:
     """A SavedModel answering y = x after x[0] rounds of a 256x256 matmul: a call's length is
-    the caller's to choose."""
+    the caller's to choose. Each call first appends a line to the file ``started``."""
 
     class Slow(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
         def serve(self, x):
-            start = tf.fill([256, 256], tf.reduce_mean(x) * 1e-3)  # from x: not folded away
+            with tf.control_dependencies([tf.print("call", output_stream=f"file://{started}")]):
+                start = tf.fill([256, 256], tf.reduce_mean(x) * 1e-3)  # from x: not folded away
             _, m = tf.while_loop(lambda i, m: i < tf.cast(x[0], tf.int32),
                                  lambda i, m: (i + 1, tf.tanh(tf.matmul(m, m))), (0, start))
             return {"y": x + 0.0 * tf.reduce_sum(m)}
@@ -54,16 +56,14 @@ def _slow_model(path) -> None:
 
 @pytest.fixture(scope="module")
 def server(model_repo, model_config_file, tmp_path_factory):
-    """The conftest models plus ``hot`` (half_plus_two as version 1) and ``slow``, over REST
-    and gRPC."""
+    """The conftest models plus ``hot`` (half_plus_two as version 1), over REST and gRPC."""
     root = tmp_path_factory.mktemp("grpc")
     shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu" / "00000123", root / "hot" / "1")
-    _slow_model(root / "slow" / "1")
     config = root / "models.config"
     text = model_config_file.read_text().rstrip().removesuffix("}")
     config.write_text(text + "".join(
         f'  config {{ name: "{name}" base_path: "{root / name}" model_platform: "tensorflow" }}\n'
-        for name in ("hot", "slow")) + "}\n")
+        for name in ("hot",)) + "}\n")
     (root / "token").write_text(TOKEN)
     grpc_port = free_port()
     process = ServerProcess(
@@ -496,15 +496,43 @@ def test_one_port_for_rest_and_grpc_stops_at_once():
         ports(parser.parse_args(["--port", "8501", "--rest_api_port", "8501"]))
 
 
-# Last: it stops the module's server.
-def test_sigterm_lets_the_calls_in_flight_finish(server, predictions):
+@pytest.fixture(scope="module")
+def stopping_server(tmp_path_factory):
+    """Two workers serving ``slow`` over gRPC, for the test that stops them; the file each
+    call writes a line to when it starts is ``.started``."""
+    root = tmp_path_factory.mktemp("grpc-stop")
+    started = root / "started.txt"
+    _slow_model(root / "models" / "slow" / "1", started)
+    grpc_port = free_port()
+    process = ServerProcess(["--models", str(root / "models"), "--port", str(grpc_port),
+                             "--workers", "2"], root / "server.log", port_flag="--rest_api_port")
+    try:
+        process.wait_ready("/v1/models/slow")
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        assert wait_for(lambda: _listeners(grpc_port) == 2, 60), process.log()
+        process.grpc_port, process.started = grpc_port, started
+        yield process
+    finally:
+        process.stop()
+
+
+def test_sigterm_lets_the_calls_in_flight_finish(stopping_server):
+    server = stopping_server
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
     def call(rounds: float) -> float:
         request = _predict("slow", {"x": np.array([rounds], np.float32)})
         start = time.monotonic()
-        predictions.Predict(request, metadata=AUTH, timeout=60)
+        predictions.Predict(request, timeout=60)
         return time.monotonic() - start
 
+    def calls_started() -> int:
+        return len(server.started.read_text().splitlines()) if server.started.exists() else 0
+
     rounds = max(50.0, min(1e5, 200 * 1.5 / call(200)))  # about 1.5 s a call
+    before = calls_started()
     answers: list = []
 
     def caller() -> None:
@@ -516,9 +544,11 @@ def test_sigterm_lets_the_calls_in_flight_finish(server, predictions):
     threads = [threading.Thread(target=caller) for _ in range(2)]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)  # the calls reach the workers; each then runs for about 1.5 s
+    # Both calls are running in the model when the server is told to stop.
+    assert wait_for(lambda: calls_started() == before + 2, 30), server.log()
     assert server.stop(timeout=30) == 0
     for thread in threads:
         thread.join(timeout=30)
+    channel.close()
     assert len(answers) == 2 and all(isinstance(a, float) for a in answers), answers
     assert "Shutting down" in server.log()
