@@ -8,7 +8,8 @@
 # with Python's `requests`:
 #
 # - in TensorFlow Serving's REST format (`/v1/models/...`), rows or columns;
-# - in KServe's V2 format, the Open Inference Protocol (`/v2/models/...`).
+# - in KServe's V2 format, the Open Inference Protocol (`/v2/models/...`);
+# - and once over gRPC, with TF Serving's own client stubs (`tensorflow-serving-api`).
 #
 # Any TF Serving or KServe client works against the server unchanged, and the same export can
 # be handed to TF Serving or KServe themselves.
@@ -65,18 +66,25 @@ for name in sorted(os.listdir(result.export_path)):
 # %% [markdown]
 # ## 3. Start the server
 #
-# On a free port of 127.0.0.1 (port 0: the system picks one), in a process of its own. Then
-# poll the model's status until its version is `AVAILABLE`, for a bounded time. The server
-# stops at the end of the lesson, or when this Python exits.
+# On two free ports of 127.0.0.1 (port 0: the system picks one), REST's and gRPC's, in a
+# process of its own, with TF Serving's flags: `--port` is gRPC's, `--rest_api_port` REST's.
+# Then poll the model's status until its version is `AVAILABLE`, for a bounded time. The
+# server stops at the end of the lesson, or when this Python exits.
+
 
 # %%
-with socket.socket() as sock:
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-command = [sys.executable, "-m", "serving", "--models", models,
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+port, grpc_port = free_port(), free_port()
+command = [sys.executable, "-m", "serving", "--models", models, "--port", str(grpc_port),
            "--rest_api_port", str(port), "--host", "127.0.0.1"]
 print(f"3. starting the server: python {shlex.join(command[1:])}")
-print(f"   (from a shell: tfkit serve --models {models} --port {port})")
+print(f"   (from a shell: tfkit serve --models {models} --port {grpc_port} "
+      f"--rest_api_port {port})")
 server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 base = f"http://127.0.0.1:{port}"
 
@@ -171,7 +179,34 @@ for output in answer.get("outputs", []):
     print(f"   output {output['name']!r}: {output['datatype']} {output['shape']} {output['data']}")
 
 # %% [markdown]
-# ## 6. Stop the server
+# ## 6. The same question over gRPC
+#
+# Production TF Serving clients mostly speak gRPC: the request is a `PredictRequest`
+# protobuf, each input a `TensorProto` (`tf.make_tensor_proto`), sent with the
+# `PredictionService` stub from `tensorflow-serving-api`. The server answers with the same
+# model, version and probabilities as over REST.
+
+# %%
+import grpc  # noqa: E402
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+
+request = predict_pb2.PredictRequest()
+request.model_spec.name = MODEL
+for name, value in PENGUIN.items():
+    dtype = tf.string if isinstance(value, str) else tf.float32
+    request.inputs[name].CopyFrom(tf.make_tensor_proto([value], dtype))
+with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    grpc.channel_ready_future(channel).result(timeout=60)
+    reply = stub.Predict(request, timeout=30)
+print(f"   gRPC 127.0.0.1:{grpc_port} tensorflow.serving.PredictionService/Predict "
+      f"→ version {reply.model_spec.version.value}")
+probabilities = tf.make_ndarray(reply.outputs["probabilities"])[0]
+print(f"   probabilities {[round(float(p), 3) for p in probabilities]} "
+      f"(REST: {[round(p, 3) for p in prediction['probabilities']]})")
+
+# %% [markdown]
+# ## 7. Stop the server
 #
 # SIGTERM: the server finishes the requests it has and exits. From a shell,
 # `tfkit serve --models tfkit_lessons/models` serves the same export on port 8501, and the
@@ -179,7 +214,7 @@ for output in answer.get("outputs", []):
 
 # %%
 stop()
-print("6. server stopped")
+print("7. server stopped")
 print(f"Wrote: {result.export_path}")
 print(f"Wrote: {os.path.join(WORKDIR, 'tensorboard_logs', '07_from_model_to_http')}")
 print(f"Look at: tensorboard --logdir {os.path.join(WORKDIR, 'tensorboard_logs')}")
