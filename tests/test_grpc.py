@@ -6,7 +6,10 @@ the test that stops a server has one of its own.
 """
 
 import argparse
+import pathlib
+import re
 import shutil
+import textwrap
 import threading
 import time
 
@@ -33,6 +36,7 @@ TOKEN = "grpc-test-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 TIMEOUT = 10
 MAX_REQUEST_MB = 2
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAX_BATCH_ROWS = 300_000
 RELOAD_SECONDS = 30
 
@@ -552,3 +556,24 @@ def test_sigterm_lets_the_calls_in_flight_finish(stopping_server):
     channel.close()
     assert len(answers) == 2 and all(isinstance(a, float) for a in answers), answers
     assert "Shutting down" in server.log()
+
+
+def test_readme_python_snippet_predicts_over_grpc(server, capsys):
+    """The README's `tensorflow-serving-api` snippet, as written, against this server: its
+    port, the token, and a row of the test penguins model (three of the quickstart's columns)."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    snippet = textwrap.dedent(
+        readme.split("- **gRPC**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0])
+    row = {name: values[1].item() if hasattr(values[1], "item") else values[1]
+           for name, values in PENGUIN_ROWS.items()}
+    lines = [f"  penguin = {row!r}" if line.startswith("penguin = {") else line
+             for line in snippet.split("\n")]
+    snippet = "\n".join(line for line in lines
+                        if not line.startswith("           ")).replace("  penguin", "penguin")
+    snippet = snippet.replace("127.0.0.1:8500", f"127.0.0.1:{server.grpc_port}").replace(
+        "timeout=10)", f"timeout=10, metadata={AUTH!r})")
+    exec(compile(snippet, "README.md", "exec"), {})  # noqa: S102 - the README's own code
+    printed = capsys.readouterr().out
+    probabilities = [float(p) for p in re.findall(r"[\d.]+(?:e-?\d+)?", printed.split("]]")[0])]
+    assert len(probabilities) == len(PENGUIN_CLASSES), printed
+    assert abs(sum(probabilities) - 1) < 1e-4 and printed.split("]]")[1].split() == ["1"], printed
