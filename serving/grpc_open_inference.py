@@ -21,6 +21,7 @@ import orjson
 
 from serving.errors import InvalidArgument
 from serving.grpc_tensors import V2_TYPES, fill_v2_contents, v2_contents_bytes
+from serving.metrics import GRPC
 from serving.open_inference import OpenInference
 from serving.protos import grpc_predict_v2_pb2 as pb
 from serving.protos.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceServicer
@@ -60,7 +61,8 @@ class InferenceService(GRPCInferenceServiceServicer):
 
     def ModelMetadata(self, request: pb.ModelMetadataRequest, context):
         def answer() -> pb.ModelMetadataResponse:
-            doc = orjson.loads(self.v2.model_metadata(request.name, request.version or None))
+            doc = orjson.loads(self.v2.model_metadata(request.name, request.version or None,
+                                                      entrypoint=GRPC))
             return pb.ModelMetadataResponse(
                 name=doc["name"], versions=doc["versions"], platform=doc["platform"],
                 inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in doc["inputs"]],
@@ -72,9 +74,8 @@ class InferenceService(GRPCInferenceServiceServicer):
     def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         def answer() -> pb.ModelInferResponse:
             body, header_length, typed = _binary_request(request)
-            result = self.v2.infer(
-                request.model_name, request.model_version or None, body, header_length
-            )
+            result = self.v2.infer(request.model_name, request.model_version or None, body,
+                                   header_length, entrypoint=GRPC)
             return _response(result.body, result.header_length, typed)
 
         return self.gate(context, answer)

@@ -22,6 +22,7 @@ import weakref
 from serving import json_codec
 from serving.errors import InvalidArgument, NotFound
 from serving.inference import InferenceCore
+from serving.metrics import REST
 from serving.open_inference_tensors import (  # noqa: F401 - DATATYPES: public here
     DATATYPES,
     PLATFORM,
@@ -87,7 +88,8 @@ class OpenInference(TritonExtensions):
         self.core.repository.status(name)  # raises NotFound for an unknown model
         return bool(self._available(name, number))
 
-    def model_metadata(self, name: str, version: str | None = None) -> bytes:
+    def model_metadata(self, name: str, version: str | None = None,
+                       entrypoint: str = REST) -> bytes:
         """``GET /v2/models/{name}[/versions/{v}]``: the default signature's tensors."""
 
         def answer() -> bytes:
@@ -102,10 +104,11 @@ class OpenInference(TritonExtensions):
                     "outputs": [t.metadata() for t in table.outputs.values()],
                 })
 
-        return self.core.observed(name, "metadata", answer)
+        return self.core.observed(name, "metadata", answer, entrypoint=entrypoint)
 
     def infer(
-        self, name: str, version: str | None, body: bytes, header_length: int | None = None
+        self, name: str, version: str | None, body: bytes, header_length: int | None = None,
+        entrypoint: str = REST,
     ) -> InferResponse:
         """``POST /v2/models/{name}[/versions/{v}]/infer``.
 
@@ -114,6 +117,7 @@ class OpenInference(TritonExtensions):
             version: Version number as text, or None for the latest.
             body: The request body: JSON, then binary tensor data if ``header_length``.
             header_length: ``Inference-Header-Content-Length``: bytes of JSON at the start.
+            entrypoint: How the request came (REST or GRPC), for the metrics.
 
         Raises:
             ServingError: A malformed request, an unknown model, or a failed run.
@@ -136,7 +140,7 @@ class OpenInference(TritonExtensions):
                 outputs = self.core.run(name, servable, signature, arrays, list(wanted))
                 return encode_outputs(doc, name, servable.version, table, outputs, wanted)
 
-        return self.core.observed(name, "infer", answer, infer=True)
+        return self.core.observed(name, "infer", answer, infer=True, entrypoint=entrypoint)
 
     def _states(self, name: str, version: int | None = None) -> list[VersionStatus]:
         try:

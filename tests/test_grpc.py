@@ -442,6 +442,24 @@ def test_v2_infer_a_megabyte_tensor(triton):
     np.testing.assert_allclose(result.as_numpy("y"), values / 2 + 2, rtol=1e-6)
 
 
+def test_v2_grpc_calls_are_counted_as_grpc(server, triton):
+    grpcclient, client = triton
+    tensor = grpcclient.InferInput("x", [2, 1], "FP32")
+    tensor.set_data_from_numpy(np.array([[1.0], [2.0]], np.float32))
+    for _ in range(2):
+        client.infer("half_plus_three", [tensor], headers=HEADERS)
+    label = 'model_name="half_plus_three",API="infer",entrypoint="GRPC"'
+
+    def counted() -> bool:
+        text = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=TIMEOUT,
+                            headers={"Authorization": f"Bearer {TOKEN}"}).text
+        counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if "request_latency_count{" in line and label in line]
+        return bool(counts) and sum(counts) >= 2
+
+    assert wait_for(counted, 10)
+
+
 # --- hot reload and the flags -------------------------------------------------------------------
 
 
