@@ -67,7 +67,7 @@ class _Serve(ServerProcess):
     def __init__(self, args: list[str], log_path, env: dict[str, str] | None = None,
                  default_port: bool = False) -> None:
         super().__init__(args, log_path, command=TFKIT_SERVE, env=env, host=None,
-                         default_port=README_PORT if default_port else None)
+                         default_port=README_PORT if default_port else None, workers=None)
 
     def quick_stop(self) -> None:
         """gunicorn's quick stop (SIGINT): a worker still loading TensorFlow need not finish."""
