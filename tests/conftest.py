@@ -173,16 +173,13 @@ def _group(item: pytest.Item) -> str:
     return marked[0] if marked else SHARED_GROUPS.get(stem, stem)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    # schemathesis gives every operation's item its test function's node id; pytest-xdist
-    # schedules by node id and would run one operation of them all. Each gets the id pytest
-    # gives any parametrized item: the function's id with its name's [operation] part.
+    # pytest-xdist reads a test's group from the end of its node id ("...@group"); it sets
+    # that suffix on a private attribute pytest 9 no longer reads, so it is set here.
+    # schemathesis gives every operation's item its test function's node id (xdist would run
+    # one operation of them all): each gets the id pytest gives any parametrized item.
     for item in items:
-        if hasattr(item, "operation_label") and item.nodeid.endswith(item.originalname):
-            item._id = item.parent.id.child(item.name)
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(_group(item)))
+        item._id = item.parent.id.child(f"{item.name}@{_group(item)}")
     rank = {group: i for i, group in enumerate(COSTLIEST_FIRST)}
     items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: file order kept
 
