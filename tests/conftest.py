@@ -210,6 +210,24 @@ def wait_for(condition, seconds: float, poll: float = 0.05) -> bool:
     return True
 
 
+def save_slow_model(path: pathlib.Path, started: pathlib.Path | None = None) -> None:
+    """A SavedModel answering y = x after x[0] rounds of a 256x256 matmul: a call's length is
+    the caller's to choose. With ``started``, each call first appends a line to that file."""
+
+    class Slow(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x):
+            marks = [tf.print("call", output_stream=f"file://{started}")] if started else []
+            with tf.control_dependencies(marks):
+                start = tf.fill([256, 256], tf.reduce_mean(x) * 1e-3)  # from x: not folded away
+            _, m = tf.while_loop(lambda i, m: i < tf.cast(x[0], tf.int32),
+                                 lambda i, m: (i + 1, tf.tanh(tf.matmul(m, m))), (0, start))
+            return {"y": x + 0.0 * tf.reduce_sum(m)}
+
+    slow = Slow()
+    tf.saved_model.save(slow, str(path), signatures={"serving_default": slow.serve})
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -25,6 +25,7 @@ from conftest import (
     TESTDATA,
     TFKIT_SERVE,
     ServerProcess,
+    save_slow_model,
 )
 
 from tfkit.config import TrainConfig
@@ -211,22 +212,6 @@ def exported(tmp_path_factory, table_classifier):
     return done, root / "repo"
 
 
-def _slow_model(path) -> None:
-    """A SavedModel answering y = x, after x[0] rounds of a 256x256 matmul: a run's length is
-    the request's to choose."""
-
-    class Slow(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-        def serve(self, x):
-            start = tf.fill([256, 256], tf.reduce_mean(x) * 1e-3)  # from x: not folded away
-            _, m = tf.while_loop(lambda i, m: i < tf.cast(x[0], tf.int32),
-                                 lambda i, m: (i + 1, tf.tanh(tf.matmul(m, m))), (0, start))
-            return {"y": x + 0.0 * tf.reduce_sum(m)}
-
-    slow = Slow()
-    tf.saved_model.save(slow, str(path), signatures={"serving_default": slow.serve})
-
-
 @pytest.fixture(scope="module")
 def servers(exported, tmp_path_factory):
     """Started side by side (TensorFlow's start-up dominates): `default` with no --host,
@@ -234,7 +219,7 @@ def servers(exported, tmp_path_factory):
     repository with nothing set; `batching`, a TF Serving model config and batching flags."""
     _, repo = exported
     root = tmp_path_factory.mktemp("served")
-    _slow_model(root / "slow" / "1")
+    save_slow_model(root / "slow" / "1")
     config = root / "models.config"
     config.write_text(f"""model_config_list {{
   config {{ name: "halfer" base_path: "{repo / 'half_plus_two'}" model_platform: "tensorflow" }}

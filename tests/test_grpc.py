@@ -18,7 +18,15 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from conftest import PENGUIN_CLASSES, PENGUIN_ROWS, TESTDATA, ServerProcess, free_port, wait_for
+from conftest import (
+    PENGUIN_CLASSES,
+    PENGUIN_ROWS,
+    TESTDATA,
+    ServerProcess,
+    free_port,
+    save_slow_model,
+    wait_for,
+)
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -39,23 +47,6 @@ MAX_REQUEST_MB = 2
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAX_BATCH_ROWS = 300_000
 RELOAD_SECONDS = 30
-
-
-def _slow_model(path, started) -> None:
-    """A SavedModel answering y = x after x[0] rounds of a 256x256 matmul: a call's length is
-    the caller's to choose. Each call first appends a line to the file ``started``."""
-
-    class Slow(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-        def serve(self, x):
-            with tf.control_dependencies([tf.print("call", output_stream=f"file://{started}")]):
-                start = tf.fill([256, 256], tf.reduce_mean(x) * 1e-3)  # from x: not folded away
-            _, m = tf.while_loop(lambda i, m: i < tf.cast(x[0], tf.int32),
-                                 lambda i, m: (i + 1, tf.tanh(tf.matmul(m, m))), (0, start))
-            return {"y": x + 0.0 * tf.reduce_sum(m)}
-
-    slow = Slow()
-    tf.saved_model.save(slow, str(path), signatures={"serving_default": slow.serve})
 
 
 @pytest.fixture(scope="module")
@@ -524,7 +515,7 @@ def stopping_server(tmp_path_factory):
     call writes a line to when it starts is ``.started``."""
     root = tmp_path_factory.mktemp("grpc-stop")
     started = root / "started.txt"
-    _slow_model(root / "models" / "slow" / "1", started)
+    save_slow_model(root / "models" / "slow" / "1", started)
     grpc_port = free_port()
     process = ServerProcess(["--models", str(root / "models"), "--port", str(grpc_port),
                              "--workers", "2"], root / "server.log", port_flag="--rest_api_port")
