@@ -168,9 +168,7 @@ COSTLIEST_FIRST = ("test_tutorials", "test_checkpoints", "test_own_data", "test_
 
 
 def _group(item: pytest.Item) -> str:
-    marked = [mark.args[0] for mark in item.iter_markers("xdist_group") if mark.args]
-    stem = item.path.stem
-    return marked[0] if marked else SHARED_GROUPS.get(stem, stem)
+    return SHARED_GROUPS.get(item.path.stem, item.path.stem)
 
 
 def pytest_collection_modifyitems(items):
@@ -483,7 +481,7 @@ def lesson_runs(tmp_path_factory):
     """
     runs = {}
 
-    def run(number: int, with_the_others: bool = False) -> tuple:
+    def run(number: int) -> tuple:
         if number not in runs:
             runs[number] = _start_lesson(number, tmp_path_factory)
         return runs[number]

@@ -156,10 +156,9 @@ def test_train_command_follows_its_flags(tmp_path):
     assert widths == {8, 1}  # one hidden layer of 8 (the default is 64, 64), one output
 
 
-@pytest.mark.xdist_group("lessons")  # the lessons' run, started with the others
 def test_tutorial_command_runs_lesson_1_fast(lesson_runs):
     # `tfkit tutorial 1 --fast --workdir W` from an empty folder; test_tutorials checks the rest.
-    process, workdir, log = lesson_runs(1, with_the_others=False)
+    process, workdir, log = lesson_runs(1)
     process.wait(timeout=COMMAND_SECONDS)
     log.seek(0)
     out = log.read()
