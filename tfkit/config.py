@@ -7,7 +7,10 @@ import re
 from typing import Any
 
 TASKS = ("auto", "regression", "binary", "multiclass")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # the one list: tfkit.optimizers.make, the CLI
+# The optimizers tfkit makes by name (tfkit.optimizers.make, the CLI, the memory estimate),
+# each with the state it keeps per trainable weight, in copies of the weights.
+OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1, "rmsprop": 1}
+OPTIMIZERS = tuple(OPTIMIZER_SLOTS)
 LR_SCHEDULES = ("constant", "cosine")
 STRATEGY_NAMES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
 MISSING_POLICIES = ("drop", "impute")

@@ -12,8 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# Optimizer state per trainable weight, in copies of the weights.
-_SLOTS = {"adam": 2, "adamw": 2, "rmsprop": 1, "sgd": 1}
+from tfkit.config import OPTIMIZER_SLOTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +113,7 @@ def estimate_memory(
     )
     return MemoryEstimate(
         parameters=params, gradients=trainable,
-        optimizer_state=_SLOTS.get(name, 2) * trainable, activations=activations,
+        optimizer_state=OPTIMIZER_SLOTS.get(name, 2) * trainable, activations=activations,
         workspace=2 * largest,
         batch_size=batch_size, available=device_memory_limit(),
     )
