@@ -62,14 +62,16 @@ def uninterrupted(child_baselines):
     return child_baselines["cpu"][0]
 
 
-# Kill points, in calls of 2 steps, none on an epoch boundary: mid-epoch 1 and 3 of 4.
-@pytest.mark.parametrize("calls", [5, 21])
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, uninterrupted, calls):
-    assert calls % CALLS_PER_EPOCH
-    code, _ = _start_and_signal(tmp_path, "killed", calls, signal.SIGKILL)
-    assert code == -signal.SIGKILL
+def test_sigkill_twice_mid_epoch_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
+    # Killed after 5 calls of 2 steps (mid-epoch 1; a checkpoint every 2 calls), the
+    # second run resumes a few calls in and, killed 16 calls later, leaves its last
+    # checkpoint mid-epoch 3 of 4 (steps 33-47). A second run that had started over
+    # instead would leave step 32 at most.
+    for calls in (5, 16):
+        code, _ = _start_and_signal(tmp_path, "killed", calls, signal.SIGKILL)
+        assert code == -signal.SIGKILL
     weights, log = _run_to_end(tmp_path, "killed")
-    assert "resumed from step" in log
+    assert re.search(r"resumed from step (3[3-9]|4[0-7]) of epoch 3", log), log[-2000:]
     assert _max_difference(weights, uninterrupted) <= 1e-6
 
 

@@ -68,6 +68,8 @@ for name in sorted(os.listdir(result.export_path)):
 #
 # On two free ports of 127.0.0.1 (port 0: the system picks one), REST's and gRPC's, in a
 # process of its own, with TF Serving's flags: `--port` is gRPC's, `--rest_api_port` REST's.
+# One worker process (`--workers 1`) is plenty for one learner's requests; without the flag
+# the server starts one per CPU core, each loading TensorFlow and the model.
 # Then poll the model's status until its version is `AVAILABLE`, for a bounded time. The
 # server stops at the end of the lesson, or when this Python exits.
 
@@ -81,7 +83,7 @@ def free_port() -> int:
 
 port, grpc_port = free_port(), free_port()
 command = [sys.executable, "-m", "serving", "--models", models, "--port", str(grpc_port),
-           "--rest_api_port", str(port), "--host", "127.0.0.1"]
+           "--rest_api_port", str(port), "--host", "127.0.0.1", "--workers", "1"]
 print(f"3. starting the server: python {shlex.join(command[1:])}")
 print(f"   (from a shell: tfkit serve --models {models} --port {grpc_port} "
       f"--rest_api_port {port})")

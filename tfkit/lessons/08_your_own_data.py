@@ -125,7 +125,8 @@ for name in sorted(os.listdir(result.export_path)):
 # %% [markdown]
 # ## 5. Serve it, and ask for one price
 #
-# The server runs in a process of its own on a free port of 127.0.0.1 (as in lesson 7) and
+# The server runs in a process of its own on a free port of 127.0.0.1, REST only (`--port`
+# without TF Serving's `--rest_api_port` starts no gRPC), with one worker process, and
 # stops at the end of the lesson, or when this Python exits. The request names the columns
 # exactly as the CSV did, spaces and all; numbers go as JSON numbers, since the exported
 # model reads values, not the CSV's junk cells.
@@ -136,7 +137,7 @@ with socket.socket() as sock:
     port = sock.getsockname()[1]
 server = subprocess.Popen(
     [sys.executable, "-m", "serving", "--models", os.path.join(WORKDIR, "models"),
-     "--rest_api_port", str(port), "--host", "127.0.0.1"],
+     "--port", str(port), "--host", "127.0.0.1", "--workers", "1"],
     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
