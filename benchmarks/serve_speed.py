@@ -35,7 +35,8 @@ its own keep-alive connection or channel, sending bytes made once) calls TF Serv
 as JSON, at 16 callers (throughput) and 1 caller (median latency); then a 1 MiB
 float32 tensor, [256, 1024], is sent end to end 20 times each way, with the client's
 encoding and decoding timed too: gRPC with `tensor_content`, REST as JSON rows
-(`orjson`, the fastest JSON encoder here).
+(`orjson`, the fastest JSON encoder here). On Linux each run also counts the CPU time
+and context switches per call of the server's processes and of the callers'.
 
     python benchmarks/serve_speed.py --grpc-only --seconds 5 --rounds 3
 """
@@ -177,8 +178,10 @@ def export_wide(base: pathlib.Path) -> pathlib.Path:
 
 
 def _caller(kind: str, target: str, body: bytes, seconds: float, threads: int, out) -> None:
-    """One load-generator process: ``threads`` callers, each calling until the deadline."""
+    """One load-generator process: ``threads`` callers, each calling until the deadline.
+    Also sends back what the process spent: CPU seconds and context switches (all threads)."""
     import http.client
+    import resource
     import threading
 
     counts, latencies = [], []
@@ -213,17 +216,26 @@ def _caller(kind: str, target: str, body: bytes, seconds: float, threads: int, o
         counts.append(done)
         latencies.extend(mine)
 
+    before = resource.getrusage(resource.RUSAGE_SELF)
     workers = [threading.Thread(target=call_loop) for _ in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    out.put((sum(counts), latencies))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    spent = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+             after.ru_nvcsw + after.ru_nivcsw - before.ru_nvcsw - before.ru_nivcsw)
+    out.put((sum(counts), latencies, spent))
 
 
-def load(kind: str, target: str, body: bytes, callers: int, seconds: float) -> dict[str, float]:
+def load(kind: str, target: str, body: bytes, callers: int, seconds: float,
+         server: Server | None = None) -> dict[str, float]:
     """Calls per second and median latency of ``callers`` concurrent callers (spawned
-    processes, so no client shares a GIL with more than a few others)."""
+    processes, so no client shares a GIL with more than a few others).
+
+    With ``server`` (on Linux), also the CPU time and context switches per call of the
+    server (all its processes) and of the callers' processes: what the 2 cores do per call.
+    """
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -232,14 +244,26 @@ def load(kind: str, target: str, body: bytes, callers: int, seconds: float) -> d
     started = [context.Process(target=_caller,
                                args=(kind, target, body, seconds, callers // processes, out))
                for _ in range(processes)]
+    before = server.counters() if server is not None else None
     for process in started:
         process.start()
     results = [out.get(timeout=seconds + 120) for _ in started]
+    after = server.counters() if server is not None else None
     for process in started:
         process.join(timeout=30)
-    latencies = [x for _, lat in results for x in lat]
-    return {"rps": sum(n for n, _ in results) / seconds,
-            "p50_ms": statistics.median(latencies) * 1e3}
+    latencies = [x for _, lat, _ in results for x in lat]
+    calls = sum(n for n, _, _ in results)
+    found = {"rps": calls / seconds, "p50_ms": statistics.median(latencies) * 1e3}
+    if before is not None and after is not None and calls:
+        # Each caller makes one untimed call (the connection) before the clock starts.
+        made = calls + callers
+        found.update(
+            server_cpu_us=(after[0] - before[0]) / made * 1e6,
+            server_switches=(after[1] - before[1]) / made,
+            client_cpu_us=sum(s[0] for _, _, s in results) / made * 1e6,
+            client_switches=sum(s[1] for _, _, s in results) / made,
+        )
+    return found
 
 
 def grpc_comparison(server: Server, grpc_port: int, seconds: float, rounds: int,
@@ -273,10 +297,10 @@ def grpc_comparison(server: Server, grpc_port: int, seconds: float, rounds: int,
     for round_ in range(rounds):
         for callers in (CALLERS, 1):
             for kind, (target, body) in small.items():
-                result = load(kind, target, body, callers, seconds)
+                result = load(kind, target, body, callers, seconds, server)
                 runs[f"{kind}-c{callers}"].append(result)
                 print(f"round {round_ + 1} {kind} callers={callers:2d} {result['rps']:8.0f} "
-                      f"calls/s  p50 {result['p50_ms']:.2f} ms", flush=True)
+                      f"calls/s  p50 {result['p50_ms']:.2f} ms{_per_call(result)}", flush=True)
             if script is not None and callers == CALLERS:
                 result = wrk(f"{server.url}/v1/models/{MODEL}:predict", script, CALLERS, seconds)
                 runs[f"wrk-c{CALLERS}"].append(result)
@@ -322,6 +346,14 @@ def grpc_comparison(server: Server, grpc_port: int, seconds: float, rounds: int,
     return {"runs": runs, "large_ms": median, "large_runs": large}
 
 
+def _per_call(result: dict) -> str:
+    if "server_cpu_us" not in result:
+        return ""
+    return (f"  per call: server {result['server_cpu_us']:.0f} µs CPU, "
+            f"{result['server_switches']:.1f} switches; client {result['client_cpu_us']:.0f} µs, "
+            f"{result['client_switches']:.1f}")
+
+
 def grpc_markdown(found: dict, meta: dict) -> str:
     runs = found["runs"]
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50_ms")}
@@ -355,12 +387,29 @@ def grpc_markdown(found: dict, meta: dict) -> str:
             f"{med[f'grpc-c{CALLERS}']['rps'] / med[f'wrk-c{CALLERS}']['rps']:.2f}×**"]
           if f"wrk-c{CALLERS}" in med else []),
         f"- gRPC / REST median latency, one row, 1 caller: **{latency:.2f}×** "
-        f"(goal ≤ 1×: {'met' if latency <= 1 else 'NOT met'})",
+        f"(goal ≤ 1×: {'met' if latency <= 1 else 'NOT met'}); each round, gRPC "
+        + ", ".join(f"{r['p50_ms']:.2f}" for r in runs["grpc-c1"]) + " ms against REST "
+        + ", ".join(f"{r['p50_ms']:.2f}" for r in runs["rest-c1"]),
+        *_work_per_call(runs),
         f"- 1 MiB float32 [256, 1024], end to end, median of {LARGE_ROUNDS}: gRPC "
         f"`tensor_content` {found['large_ms']['grpc']:.1f} ms, REST JSON "
         f"{found['large_ms']['rest']:.1f} ms: gRPC **{large:.1f}×** faster "
         f"(goal ≥ 5×: {'met' if large >= 5 else 'NOT met'})",
     ])
+
+
+def _work_per_call(runs: dict) -> list[str]:
+    """What one call at 1 caller costs the machine, by transport (median over rounds)."""
+    keys = ("server_cpu_us", "server_switches", "client_cpu_us", "client_switches")
+    if not all(k in r for kind in ("grpc", "rest") for r in runs[f"{kind}-c1"] for k in keys):
+        return []
+    g, r = ({k: statistics.median(run[k] for run in runs[f"{kind}-c1"]) for k in keys}
+            for kind in ("grpc", "rest"))
+    return [f"- per call at 1 caller, median over rounds: gRPC server {g['server_cpu_us']:.0f} µs "
+            f"CPU and {g['server_switches']:.1f} context switches (all its processes), client "
+            f"{g['client_cpu_us']:.0f} µs and {g['client_switches']:.1f}; REST server "
+            f"{r['server_cpu_us']:.0f} µs and {r['server_switches']:.1f}, client "
+            f"{r['client_cpu_us']:.0f} µs and {r['client_switches']:.1f}"]
 
 
 def free_port() -> int:
@@ -396,6 +445,26 @@ class Server:
                         return
             time.sleep(0.5)
         raise RuntimeError(f"{self.name} not ready after {START_SECONDS}s")
+
+    def counters(self) -> tuple[float, int] | None:
+        """CPU seconds and context switches so far of the server's processes (the master
+        and its workers, every thread); None where ``/proc`` does not say."""
+        pids, cpu, switches = [self.process.pid], 0.0, 0
+        try:
+            for pid in pids:
+                with open(f"/proc/{pid}/task/{pid}/children") as children:
+                    pids.extend(int(child) for child in children.read().split())
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with contextlib.suppress(FileNotFoundError), \
+                            open(f"/proc/{pid}/task/{task}/status") as status:
+                        switches += sum(int(line.split()[1]) for line in status
+                                        if "ctxt_switches:" in line)
+        except (OSError, ValueError):
+            return None
+        return cpu, switches
 
     def stop(self) -> None:
         if self.process.poll() is None:
