@@ -103,7 +103,7 @@ def tensorboard(run_logdir):
                     tags = requests.get(f"{base}/data/plugin/scalars/tags", timeout=5).json()
                     if "epoch_loss" in tags.get("penguins-run/validation", {}):
                         break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # up, or busy loading the run
                 pass
             if time.monotonic() > deadline or proc.poll() is not None:
                 pytest.fail("TensorBoard did not serve the run in time")

@@ -159,8 +159,8 @@ while True:
     try:
         if requests.get(f"{base}/v1/models/houses", timeout=5).ok:
             break
-    except requests.ConnectionError:
-        pass  # not listening yet
+    except (requests.ConnectionError, requests.Timeout):
+        pass  # not listening yet, or still loading TensorFlow and the model
     time.sleep(0.5)
 
 # %%
