@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -17,7 +19,6 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
 HISTOGRAM_BUCKETS = 30
@@ -27,33 +28,31 @@ _HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata("", "")
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata("", "")
 _TEXT_METADATA = text_metadata.create_summary_metadata("", "")
 _SCALAR_SHAPE = tensor_shape_pb2.TensorShapeProto()
+_FILE_NUMBERS = itertools.count()
 _STOP = object()
 
 Values = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 
 
 class EventFile:
-    """One TensorBoard event file: TensorBoard's `EventFileWriter`, fed by a thread of ours.
+    """One TensorBoard event file, written by its own thread.
 
-    `add` queues a function that makes the events and returns at once. Our
-    thread calls it and hands the events to the `EventFileWriter`, whose own
-    thread writes them (its file name, header, bounded queue and periodic
-    flush), so the training thread neither builds protobufs (one eager
-    `tf.summary` op per value cost about half a millisecond each) nor
-    serializes or writes them. The queue is bounded: a writer that falls
-    behind blocks the caller. `flush` returns once everything queued before
-    it is in the file; `close` flushes and stops both threads. An error on
-    either thread (a full disk, a lost bucket) is raised by the next call.
+    `add` queues a function that makes the events and returns at once: the
+    thread builds the protobufs and writes them, so the training thread pays
+    for neither (one eager `tf.summary` op per value cost about half a
+    millisecond each). The queue is bounded: a writer that falls behind
+    blocks the caller. `flush` returns once everything queued before it is
+    in the file; `close` flushes and stops the thread. An error on the
+    thread (a full disk, a lost bucket) is raised by the next call.
 
-    Measured against writing the records with `tf.io.TFRecordWriter` instead
-    (`benchmarks/logging_cost.py --writer-only`, benchmarks/RESULTS.md): the
-    `EventFileWriter` computes each record's CRC32C in Python, so writing the
-    benchmark MLP's 5-epoch run again (29 events, 176 KB, 120 KB of it the
-    graph) took a median 34.5 ms of CPU instead of 1.1 ms, on the writer's
-    thread beside training; the training thread's `add` calls took 3.2 ms
-    instead of 0.6 ms a run. That is about 1.5 % of the run's 2.3 s of CPU,
-    most of it once (the graph), and off the training thread, so the library's
-    writer is used; a graph of megabytes costs about 0.2 ms of CPU a kilobyte.
+    The records go through `tf.io.TFRecordWriter` (TensorFlow's C++ writer),
+    in the file name and format `tf.summary` uses. TensorBoard's own
+    `EventFileWriter` was measured in its place (benchmarks/RESULTS.md, "Cost
+    of full TensorBoard logging"): it computes each record's CRC32C in
+    Python, 34.5 ms of CPU against 1.1 ms to write one logged 5-epoch run's
+    events, and on the benchmark MLP full logging then cost a median +8.4 %
+    of training time end to end (paired runs, 5 rounds of 5, 10 epochs)
+    against +0.3 % with this writer, over the 5 % the logging may cost.
 
     Example:
         >>> events = EventFile("/tmp/tb/demo")
@@ -62,18 +61,24 @@ class EventFile:
     """
 
     def __init__(self, directory: str) -> None:
-        self.directory = directory
+        tf.io.gfile.makedirs(directory)
+        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                f"{os.getpid()}.{next(_FILE_NUMBERS)}.v2")
+        self.path = os.path.join(directory, name)
+        self._records = tf.io.TFRecordWriter(self.path)
         self._queue: queue.Queue = queue.Queue(QUEUE_ITEMS)
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="tfkit-events", daemon=True)
         self._thread.start()
+        now = time.time()
+        self.add(lambda: [event_pb2.Event(wall_time=now, file_version="brain.Event:2")])
 
     def add(self, make_events: Callable[[], Iterable[event_pb2.Event]]) -> None:
         """Queue `make_events`, called on the writer thread; its events go to the file."""
         self._raise_error()
         if self._closed:
-            raise ValueError(f"event file in {self.directory} is closed")
+            raise ValueError(f"event file {self.path} is closed")
         self._queue.put(make_events)
 
     def flush(self) -> None:
@@ -85,7 +90,7 @@ class EventFile:
         self._raise_error()
 
     def close(self) -> None:
-        """Write what is queued, close the file and stop the threads (again: a no-op)."""
+        """Write what is queued, close the file and stop the thread (again: a no-op)."""
         if not self._closed:
             self._closed = True
             self._queue.put(_STOP)
@@ -98,36 +103,41 @@ class EventFile:
             raise error
 
     def _run(self) -> None:
-        # Made here, not in __init__: opening the file and writing its header waits for
-        # the writer's thread, which the training thread need not do.
-        writer = self._guarded(lambda: EventFileWriter(
-            self.directory, max_queue_size=QUEUE_ITEMS, flush_secs=FLUSH_SECONDS,
-            filename_suffix=".v2",  # as tf.summary names its files
-        ))
+        flush_at = None
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                if writer is not None:
-                    # flush raises an error of the writer's thread; its close does not.
-                    self._guarded(writer.flush)
-                    self._guarded(writer.close, always=True)
-                return
-            if isinstance(item, threading.Event):
-                if writer is not None:
-                    self._guarded(writer.flush)
-                item.set()
-            elif writer is not None:
-                self._guarded(lambda item=item: [writer.add_event(e) for e in item()])
+            timeout = None if flush_at is None else max(0.0, flush_at - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is _STOP or isinstance(item, threading.Event) or item is None:
+                self._guarded(self._records.flush)
+                flush_at = None
+                if item is _STOP:
+                    self._guarded(self._records.close)
+                    return
+                if item is not None:
+                    item.set()
+                continue
+            self._guarded(lambda item=item: self._write(item))
+            if flush_at is None:
+                flush_at = time.monotonic() + FLUSH_SECONDS
+            elif time.monotonic() >= flush_at:
+                self._guarded(self._records.flush)
+                flush_at = None
 
-    def _guarded(self, work: Callable[[], Any], *, always: bool = False) -> Any:
+    def _write(self, make_events: Callable[[], Iterable[event_pb2.Event]]) -> None:
+        for event in make_events():
+            self._records.write(event.SerializeToString())
+
+    def _guarded(self, work: Callable[[], Any]) -> None:
         """Run `work`, keeping its error for the caller; after one error, skip the rest."""
-        if self._error is not None and not always:
-            return None
+        if self._error is not None:
+            return
         try:
-            return work()
+            work()
         except Exception as error:  # handed to the training thread by its next call
-            self._error = self._error or error
-            return None
+            self._error = error
 
 
 class RunWriter:
