@@ -145,8 +145,11 @@ def test_an_empty_repository_runs_and_says_so_once(tmp_path, start_server):
     server = start_server(["--models", str(repo), *POLL], "/v2/health/live")
     assert wait_for(lambda: _log_count(server, "No models to serve") == 1, WAIT_SECONDS)
     shutil.copytree(HALF_PLUS_TWO, repo / "late" / "1")
+    # Its status answers 200 from the first poll that sees it, while it still loads (as
+    # TF Serving's does); ready waits for it to be AVAILABLE.
     assert wait_for(lambda: _status(server, "late")[0] == 200, WAIT_SECONDS), server.log()
-    assert requests.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 200
+    assert wait_for(lambda: requests.get(f"{server.url}/v2/health/ready", timeout=5)
+                    .status_code == 200, WAIT_SECONDS), server.log()
     # The in-process test in test_serving_repository.py counts the polls exactly; here
     # the empty spell lasted from start-up until "late" was served.
     assert _log_count(server, "No models to serve") == 1, server.log()
