@@ -19,7 +19,6 @@ CHILD_SECONDS = 240
 # A test runs up to four children, each allowed CHILD_SECONDS.
 pytestmark = pytest.mark.timeout(5 * CHILD_SECONDS)
 STEPS_PER_EPOCH = 16  # penguins: 266 training rows in batches of 16
-CALLS_PER_EPOCH = STEPS_PER_EPOCH // 2  # the child runs 2 steps per call
 
 
 def _child(tmp, run, *extra):
@@ -71,7 +70,9 @@ def test_sigkill_twice_mid_epoch_then_resume_matches_uninterrupted(tmp_path, uni
         code, _ = _start_and_signal(tmp_path, "killed", calls, signal.SIGKILL)
         assert code == -signal.SIGKILL
     weights, log = _run_to_end(tmp_path, "killed")
-    assert re.search(r"resumed from step (3[3-9]|4[0-7]) of epoch 3", log), log[-2000:]
+    resumed = re.search(r"resumed from step (\d+) of epoch 3", log)
+    assert resumed, log[-2000:]
+    assert 2 * STEPS_PER_EPOCH < int(resumed.group(1)) < 3 * STEPS_PER_EPOCH
     assert _max_difference(weights, uninterrupted) <= 1e-6
 
 

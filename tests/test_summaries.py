@@ -359,7 +359,8 @@ def test_a_file_that_cannot_be_made_is_an_error_for_the_caller(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "train").write_text("a file where the run's folder should be")
     writer = RunWriter(str(tmp_path), "run")
-    # The file is made off this thread: its error reaches the next call, or close.
+    # The folder is made with the split's first event; a writer that made it on its own
+    # thread would raise the error from a later call, or from close.
     with pytest.raises(Exception, match="train"):
         writer.scalars("train", step=1, values={"loss": 1.0})
         writer.scalars("train", step=2, values={"loss": 0.5})
