@@ -243,6 +243,12 @@ def run_serve(args: argparse.Namespace) -> int:
         app_config.update(GRPC_HOST=args.host, GRPC_PORT=grpc_port,
                           GRPC_MAX_THREADS=args.grpc_max_threads,
                           GRPC_REUSE_PORT=args.workers > 1)
+    # With a socket per worker (below) the master binds nothing itself, and gRPC is bound by
+    # the workers only: a port taken would fail each worker. Checked before anything is made.
+    if args.workers > 1:
+        _check_address_free(args.host, port)
+    if grpc_port:
+        _check_address_free(args.host, grpc_port)
     metrics_dir = None
     if args.workers > 1:
         # Private (mode 0700): the workers' metric snapshots, see serving/metric_snapshots.py.
@@ -272,10 +278,6 @@ def run_serve(args: argparse.Namespace) -> int:
         # Gunicorn's control socket sits at one path per user; two servers would collide.
         "control_socket_disable": True,
     }
-    if options["reuse_port"]:
-        _check_address_free(args.host, port)
-    if grpc_port:  # bound by the workers only: a port taken would fail each of them
-        _check_address_free(args.host, grpc_port)
     logger.info("Serving on http://%s", options["bind"])
     master = os.getpid()
     try:

@@ -16,8 +16,8 @@ import tfkit
 
 CHILD = os.path.join(os.path.dirname(__file__), "helpers", "train_child.py")
 CHILD_SECONDS = 240
-# A test runs up to four children, each allowed CHILD_SECONDS.
-pytestmark = pytest.mark.timeout(5 * CHILD_SECONDS)
+# A test runs up to three children, each allowed CHILD_SECONDS.
+pytestmark = pytest.mark.timeout(4 * CHILD_SECONDS)
 STEPS_PER_EPOCH = 16  # penguins: 266 training rows in batches of 16
 
 
@@ -34,9 +34,10 @@ def _run_to_end(tmp, run, *extra):
 
 
 def _start_and_signal(tmp, run, calls, signum, *extra):
-    """Start a run, send `signum` after it reports `calls` calls; returns its exit code."""
+    """Start a run, send `signum` after it reports `calls` calls; returns its exit code and
+    its output (stdout and the log on stderr)."""
     proc = subprocess.Popen(_child(tmp, run, "--sleep", "0.03", *extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, seen, deadline = ChildLines(proc.stdout), 0, time.monotonic() + CHILD_SECONDS
     try:
         while seen < calls:
@@ -61,30 +62,26 @@ def uninterrupted(child_baselines):
     return child_baselines["cpu"][0]
 
 
-def test_sigkill_twice_mid_epoch_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
-    # Killed after 5 calls of 2 steps (mid-epoch 1; a checkpoint every 2 calls), the
-    # second run resumes a few calls in and, killed 16 calls later, leaves its last
-    # checkpoint mid-epoch 3 of 4 (steps 33-47). A second run that had started over
-    # instead would leave step 32 at most.
-    for calls in (5, 16):
-        code, _ = _start_and_signal(tmp_path, "killed", calls, signal.SIGKILL)
-        assert code == -signal.SIGKILL
-    weights, log = _run_to_end(tmp_path, "killed")
-    resumed = re.search(r"resumed from step (\d+) of epoch 3", log)
-    assert resumed, log[-2000:]
-    assert 2 * STEPS_PER_EPOCH < int(resumed.group(1)) < 3 * STEPS_PER_EPOCH
-    assert _max_difference(weights, uninterrupted) <= 1e-6
-
-
-def test_sigterm_writes_a_checkpoint_then_resume_matches(tmp_path, uninterrupted):
-    code, out = _start_and_signal(tmp_path, "termed", 13, signal.SIGTERM)
+def test_sigterm_then_sigkill_of_the_resumed_run_then_resume_matches_uninterrupted(
+        tmp_path, uninterrupted):
+    # SIGTERM after 13 calls of 2 steps: the run saves where it stopped, mid-epoch 2, and
+    # exits with 128 + SIGTERM.
+    code, out = _start_and_signal(tmp_path, "stopped", 13, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, out
     step = int(out.split("checkpoint saved at step ")[1].split(";")[0])
     assert step % STEPS_PER_EPOCH  # stopped mid-epoch, and saved right there
-    assert tf.train.latest_checkpoint(str(tmp_path / "logs" / "termed" / "checkpoints")).endswith(
-        f"ckpt-{step}")
-    weights, log = _run_to_end(tmp_path, "termed")
-    assert f"resumed from step {step} of epoch {step // STEPS_PER_EPOCH + 1}" in log
+    checkpoints = tmp_path / "logs" / "stopped" / "checkpoints"
+    assert tf.train.latest_checkpoint(str(checkpoints)).endswith(f"ckpt-{step}")
+    # The second run resumes exactly there; killed at step 40, it leaves only its last
+    # periodic checkpoint (one every 2 calls), mid-epoch 3 of 4 (steps 33-47). A second run
+    # that had started over would have stopped in epoch 1 instead.
+    code, out = _start_and_signal(tmp_path, "stopped", (40 - step) // 2, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert f"resumed from step {step} of epoch {step // STEPS_PER_EPOCH + 1}" in out, out
+    weights, log = _run_to_end(tmp_path, "stopped")
+    resumed = re.search(r"resumed from step (\d+) of epoch 3", log)
+    assert resumed, log[-2000:]
+    assert 2 * STEPS_PER_EPOCH < int(resumed.group(1)) < 3 * STEPS_PER_EPOCH
     assert _max_difference(weights, uninterrupted) <= 1e-6
 
 

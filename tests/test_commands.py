@@ -369,14 +369,23 @@ def test_env_auth_token_guards_predictions(servers, server, headers, status):
 @pytest.mark.parametrize("env, warned", [({}, True), ({"TFKIT_AUTH_TOKEN": TOKEN}, False)],
                          ids=["no-token", "token"])
 def test_all_interfaces_warn_without_a_token(tmp_path, env, warned):
-    server = _Serve(["--models", str(tmp_path), "--workers", "1", "--host", "0.0.0.0"],
-                    tmp_path / "serve.log", env=env)
-    try:
-        assert _poll(lambda: _listening(server.port), "listening socket", server=server) == [
-            "0.0.0.0"]
-        assert ("Binding 0.0.0.0 without a token" in server.log()) is warned, server.log()
-    finally:
-        server.quick_stop()
+    """The warning comes at start, before any socket opens. So that no test listens beyond
+    loopback, the port is held here on 127.0.0.1: the server, asked for 0.0.0.0 on it, warns
+    (or not), finds the port taken and stops, leaving nothing behind."""
+    models, temp = tmp_path / "models", tmp_path / "temp"  # temp: the server's temporary files
+    models.mkdir()
+    temp.mkdir()
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        done = _tfkit("serve", "--models", str(models), "--workers", "2", "--host", "0.0.0.0",
+                      "--port", str(port), cwd=tmp_path, env=_env(TMPDIR=str(temp), **env),
+                      timeout=LISTEN_SECONDS)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"cannot listen on 0.0.0.0:{port}" in done.stderr, done.stderr[-3000:]
+    assert ("Binding 0.0.0.0 without a token" in done.stderr) is warned, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    # The workers' metrics folder is made only once the port is known to be free.
+    assert list(temp.iterdir()) == []
 
 
 def test_model_config_file_serves_the_models_it_names(servers):
