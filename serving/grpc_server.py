@@ -15,6 +15,7 @@ paths removed as in REST answers.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from concurrent import futures
@@ -145,7 +146,9 @@ def start_in_worker(app: Any) -> None:
     except OSError as exc:
         logger.error("%s", exc)
         sys.exit(Arbiter.WORKER_BOOT_ERROR)
-    logger.info("Serving gRPC on %s:%d", host, bound)
+    # gRPC's C core reads GRPC_EXPERIMENTS when the server starts (`tfkit serve` sets it).
+    logger.info("Serving gRPC on %s:%d (GRPC_EXPERIMENTS=%s)", host, bound,
+                os.environ.get("GRPC_EXPERIMENTS", ""))
 
 
 def stop(app: Any, grace: float) -> None:

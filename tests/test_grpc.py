@@ -6,6 +6,7 @@ the test that stops a server has one of its own.
 """
 
 import argparse
+import os
 import pathlib
 import re
 import shutil
@@ -38,6 +39,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving import cli
 from serving.cli import add_serve_arguments, ports
 
 TOKEN = "grpc-test-token"
@@ -47,6 +49,7 @@ MAX_REQUEST_MB = 2
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAX_BATCH_ROWS = 300_000
 RELOAD_SECONDS = 30
+USERS_GRPC_EXPERIMENTS = "-event_engine_listener"  # one of the user's own choosing
 
 
 @pytest.fixture(scope="module")
@@ -518,7 +521,8 @@ def stopping_server(tmp_path_factory):
     save_slow_model(root / "models" / "slow" / "1", started)
     grpc_port = free_port()
     process = ServerProcess(["--models", str(root / "models"), "--port", str(grpc_port),
-                             "--workers", "2"], root / "server.log", port_flag="--rest_api_port")
+                             "--workers", "2"], root / "server.log", port_flag="--rest_api_port",
+                            env={"GRPC_EXPERIMENTS": USERS_GRPC_EXPERIMENTS})
     try:
         process.wait_ready("/v1/models/slow")
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
@@ -528,6 +532,15 @@ def stopping_server(tmp_path_factory):
         yield process
     finally:
         process.stop()
+
+
+def test_workers_set_grpc_core_experiments_unless_the_user_did(server, stopping_server):
+    """`tfkit serve` turns gRPC core's EventEngine experiments off in its workers (why:
+    serving/cli.py); a GRPC_EXPERIMENTS the user set is kept. Each worker says which."""
+    ours = os.environ.get("GRPC_EXPERIMENTS", cli.GRPC_EXPERIMENTS)  # this run's own, if set
+    assert server.log_path.read_text().count(f"(GRPC_EXPERIMENTS={ours})\n") == 2
+    kept = f"(GRPC_EXPERIMENTS={USERS_GRPC_EXPERIMENTS})\n"
+    assert stopping_server.log_path.read_text().count(kept) == 2
 
 
 def test_sigterm_lets_the_calls_in_flight_finish(stopping_server):
