@@ -139,11 +139,15 @@ def test_a_configured_model_without_a_base_path_is_logged_once_until_it_appears(
                     .status_code == 200, WAIT_SECONDS)
 
 
-def test_an_empty_repository_runs_and_says_so_once(tmp_path, start_server):
+def test_an_empty_repository_runs_is_not_ready_and_says_so_once(tmp_path, start_server):
     repo = tmp_path / "repo"
     repo.mkdir()
     server = start_server(["--models", str(repo), *POLL], "/v2/health/live")
     assert wait_for(lambda: _log_count(server, "No models to serve") == 1, WAIT_SECONDS)
+    # ModelRepository.ready() is False with no models; /v2/health/ready must say so too
+    # (all() over no model names would be True).
+    response = requests.get(f"{server.url}/v2/health/ready", timeout=5)
+    assert (response.status_code, response.json()) == (503, {"ready": False})
     shutil.copytree(HALF_PLUS_TWO, repo / "late" / "1")
     # Its status answers 200 from the first poll that sees it, while it still loads (as
     # TF Serving's does); ready waits for it to be AVAILABLE.
@@ -153,13 +157,3 @@ def test_an_empty_repository_runs_and_says_so_once(tmp_path, start_server):
     # The in-process test in test_serving_repository.py counts the polls exactly; here
     # the empty spell lasted from start-up until "late" was served.
     assert _log_count(server, "No models to serve") == 1, server.log()
-
-
-def test_an_empty_repository_is_not_ready(tmp_path, start_server):
-    # ModelRepository.ready() is False with no models; /v2/health/ready must say so too
-    # (all() over no model names would be True).
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    server = start_server(["--models", str(repo), *POLL], "/v2/health/live")
-    response = requests.get(f"{server.url}/v2/health/ready", timeout=5)
-    assert response.status_code != 200
