@@ -134,11 +134,6 @@ def _start_two_workers(tmp_path_factory, start_server):
     return server, folder
 
 
-@pytest.fixture(scope="module")
-def workers_server(tmp_path_factory, start_server):
-    return _start_two_workers(tmp_path_factory, start_server)
-
-
 def _counted(folder: pathlib.Path, total: int) -> dict[int, int]:
     """The workers' request counts, once their files add up to ``total`` (or WAIT passed)."""
     deadline = time.monotonic() + WAIT
@@ -149,8 +144,9 @@ def _counted(folder: pathlib.Path, total: int) -> dict[int, int]:
         time.sleep(0.2)
 
 
-def test_two_workers_scrape_shows_every_workers_requests(workers_server):
-    server, folder = workers_server
+def test_two_workers_scrape_shows_every_workers_requests_until_the_master_stops(
+        tmp_path_factory, start_server):
+    server, folder = _start_two_workers(tmp_path_factory, start_server)
 
     def predict(i: int) -> float:
         response = requests.post(f"{server.url}/v1/models/half:predict",
@@ -191,9 +187,7 @@ def test_two_workers_scrape_shows_every_workers_requests(workers_server):
     assert not pathlib.Path(f"/proc/{busy}").exists()
     assert _scrape_until(server, names[:1], sent) == {names[0]: sent}
 
-
-def test_master_removes_the_metrics_dir_at_shutdown(tmp_path_factory, start_server):
-    server, folder = _start_two_workers(tmp_path_factory, start_server)  # its own: stopped here
+    # The master removes the workers' folder when it stops.
     assert folder.is_dir()
     assert server.stop() == 0
     assert not folder.exists()
