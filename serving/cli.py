@@ -250,7 +250,6 @@ def run_serve(args: argparse.Namespace) -> int:
         app_config.update(GRPC_HOST=args.host, GRPC_PORT=grpc_port,
                           GRPC_MAX_THREADS=args.grpc_max_threads,
                           GRPC_REUSE_PORT=args.workers > 1)
-        os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)  # before a worker starts
     # With a socket per worker (below) the master binds nothing itself, and gRPC is bound by
     # the workers only: a port taken would fail each worker. Checked before anything is made.
     if args.workers > 1:
@@ -286,6 +285,8 @@ def run_serve(args: argparse.Namespace) -> int:
         # Gunicorn's control socket sits at one path per user; two servers would collide.
         "control_socket_disable": True,
     }
+    if grpc_port and "GRPC_EXPERIMENTS" not in os.environ:
+        options["raw_env"] = [f"GRPC_EXPERIMENTS={GRPC_EXPERIMENTS}"]  # set for the workers
     logger.info("Serving on http://%s", options["bind"])
     master = os.getpid()
     try:

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -344,13 +345,19 @@ def test_nothing_is_lost_when_the_queue_is_full(tmp_path, monkeypatch):
     assert len(_tensors(tmp_path / "run" / "train")["loss"]) == 100
 
 
-def test_a_writing_error_reaches_the_caller(tmp_path):
+def test_a_writing_error_reaches_the_caller_and_the_file_is_still_closed(tmp_path):
     from tfkit.summaries import RunWriter
 
     writer = RunWriter(str(tmp_path), "run")
     writer.scalars("train", step=1, values=lambda: {"loss": 1 / 0})
     with pytest.raises(ZeroDivisionError):
         writer.close()
+    (written,) = (tmp_path / "run" / "train").glob("events.out.tfevents.*")
+    fds = pathlib.Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("no /proc/self/fd here to list this process's open files")
+    opened = {os.path.realpath(fd) for fd in fds.iterdir()}
+    assert str(written.resolve()) not in opened
 
 
 def test_a_file_that_cannot_be_made_is_an_error_for_the_caller(tmp_path):

@@ -114,7 +114,7 @@ class EventFile:
                 self._guarded(self._records.flush)
                 flush_at = None
                 if item is _STOP:
-                    self._guarded(self._records.close)
+                    self._guarded(self._records.close, always=True)  # also after an error
                     return
                 if item is not None:
                     item.set()
@@ -130,14 +130,15 @@ class EventFile:
         for event in make_events():
             self._records.write(event.SerializeToString())
 
-    def _guarded(self, work: Callable[[], Any]) -> None:
-        """Run `work`, keeping its error for the caller; after one error, skip the rest."""
-        if self._error is not None:
+    def _guarded(self, work: Callable[[], Any], *, always: bool = False) -> None:
+        """Run `work`, keeping its error for the caller; after one error, skip the rest
+        unless `always`."""
+        if self._error is not None and not always:
             return
         try:
             work()
         except Exception as error:  # handed to the training thread by its next call
-            self._error = error
+            self._error = self._error or error
 
 
 class RunWriter:
