@@ -1,35 +1,31 @@
 """Shared fixtures: two logical CPU devices, so MirroredStrategy runs on every test run."""
 
+from __future__ import annotations
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
+import base64
+import contextlib
+import fcntl
+import pathlib
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
 
-# Must happen before TensorFlow initialises its devices; anything that touches
-# devices at import time would make this fail, which is why it sits first.
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
-)
+import numpy as np
+import pytest
+import requests
 
-import base64  # noqa: E402
-import contextlib  # noqa: E402
-import fcntl  # noqa: E402
-import pathlib  # noqa: E402
-import queue  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import requests  # noqa: E402
+if TYPE_CHECKING:
+    import keras
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TESTDATA = pathlib.Path(__file__).resolve().parent / "data" / "tfserving_testdata"
@@ -64,6 +60,8 @@ def testdata() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def table_classifier() -> keras.Model:
     """A penguin-like classifier on raw columns: a StringLookup and two Normalizations."""
+    import keras
+
     keras.utils.set_random_seed(0)
     island = keras.Input(shape=(1,), name="island", dtype="string")
     bill = keras.Input(shape=(1,), name="bill_length_mm", dtype="float32")
@@ -85,6 +83,8 @@ def table_classifier() -> keras.Model:
 @pytest.fixture(scope="session")
 def regressor() -> keras.Model:
     """A tensor-input regressor, 4 features → 1 value."""
+    import keras
+
     keras.utils.set_random_seed(1)
     inputs = keras.Input(shape=(4,), name="features")
     hidden = keras.layers.Dense(8, activation="tanh")(inputs)
@@ -94,6 +94,8 @@ def regressor() -> keras.Model:
 @pytest.fixture(scope="session")
 def image_classifier() -> keras.Model:
     """A tensor-input 8x8x1 image classifier with 10 classes."""
+    import keras
+
     keras.utils.set_random_seed(2)
     inputs = keras.Input(shape=(8, 8, 1))
     hidden = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
@@ -171,6 +173,18 @@ def _group(item: pytest.Item) -> str:
     return SHARED_GROUPS.get(item.path.stem, item.path.stem)
 
 
+def pytest_configure(config):
+    """Two logical CPU devices, before TensorFlow initialises them (test modules import it
+    later, at collection). pytest-xdist's controller runs no test: it leaves TensorFlow be."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None and config.getoption("numprocesses", 0):
+        return
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
 def pytest_collection_modifyitems(items):
     # pytest-xdist reads a test's group from the end of its node id ("...@group"); it sets
     # that suffix on a private attribute pytest 9 no longer reads, so it is set here.
@@ -211,6 +225,7 @@ def wait_for(condition, seconds: float, poll: float = 0.05) -> bool:
 def save_slow_model(path: pathlib.Path, started: pathlib.Path | None = None) -> None:
     """A SavedModel answering y = x after x[0] rounds of a 256x256 matmul: a call's length is
     the caller's to choose. With ``started``, each call first appends a line to that file."""
+    import tensorflow as tf
 
     class Slow(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
@@ -500,6 +515,8 @@ MLP_CLASSES = ["no", "yes"]
 @pytest.fixture(scope="session")
 def mlp() -> keras.Model:
     """A tensor-input classifier, 32 features → 8 → 2 classes (the benchmark's shape, smaller)."""
+    import keras
+
     keras.utils.set_random_seed(3)
     inputs = keras.Input(shape=(32,), name="features")
     hidden = keras.layers.Dense(8, activation="relu")(inputs)

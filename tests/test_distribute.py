@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -150,3 +151,62 @@ def test_onednn_hint_only_for_convolutions_on_cpus_without_onednn(
     assert (hint is not None) == noted
     if noted:
         assert "TF_ENABLE_ONEDNN_OPTS=1" in hint
+
+
+def test_for_replicas_cuts_a_global_batch_in_replica_order():
+    strategy = distribute.resolve("cpu:2")
+    batch = ({"a": tf.reshape(tf.range(8.0), [4, 2])}, tf.constant([0, 1, 2, 3]))
+    x, y = distribute.for_replicas(batch, strategy)
+    assert [v.numpy().tolist() for v in strategy.experimental_local_results(y)] == [[0, 1], [2, 3]]
+    assert [v.device for v in strategy.experimental_local_results(y)] == list(
+        strategy.extended.worker_devices)
+    short = distribute.for_replicas(tf.constant([7]), strategy)  # a last batch of one row
+    assert [v.numpy().tolist() for v in strategy.experimental_local_results(short)] == [[7], []]
+    assert distribute.for_replicas(y, strategy) is y  # already distributed: passed on
+    assert distribute.for_replicas(batch, distribute.resolve("cpu")) is batch
+
+
+def test_cpu_replicas_read_untuned_batches_with_no_multi_device_iterator(monkeypatch):
+    """On the CPUs of one process every tf.data iterator tfkit makes has tf.data's tuning
+    thread off (an iterator dropped while that thread sleeps holds the dropping thread for
+    up to a minute), and none goes through the multi-device iterator, whose per-device
+    iterators would start that thread again."""
+    from tensorflow.python.data.ops import iterator_ops, multi_device_iterator_ops
+
+    import tfkit
+
+    tuned, multi_device = [], []
+    made = iterator_ops.OwnedIterator.__init__
+
+    made_multi = multi_device_iterator_ops.OwnedMultiDeviceIterator.__init__
+
+    def record(self, dataset=None, **kwargs):
+        if dataset is not None:  # None: rebuilt from its parts, not made anew
+            tuned.append(dataset.options().autotune.enabled)
+        made(self, dataset=dataset, **kwargs)
+
+    def record_multi(self, *args, **kwargs):
+        multi_device.append(args)
+        made_multi(self, *args, **kwargs)
+
+    monkeypatch.setattr(iterator_ops.OwnedIterator, "__init__", record)
+    monkeypatch.setattr(multi_device_iterator_ops.OwnedMultiDeviceIterator, "__init__",
+                        record_multi)
+    validations = []
+    batches_for_replicas = distribute.batches_for_replicas
+    monkeypatch.setattr(distribute, "batches_for_replicas",
+                        lambda *args: validations.append(batches_for_replicas(*args))
+                        or validations[-1])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 3)).astype(np.float32)
+    for strategy in ("cpu", "cpu:2"):
+        for in_memory in (True, False):  # gathered in the loop, or a plain iterator's stream
+            result = tfkit.train((x, x.sum(axis=1)), strategy=strategy, epochs=2, batch_size=16,
+                                 in_memory_input=in_memory, verbose=False, logdir=None,
+                                 export=None)
+            result.predict(x[:5])
+    assert multi_device == []
+    assert tuned and not any(tuned), tuned  # the streams and predict's batches
+    assert len(validations) == 4
+    assert all(isinstance(v, tf.data.Dataset) and not v.options().autotune.enabled
+               for v in validations)

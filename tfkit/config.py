@@ -74,7 +74,7 @@ class TrainConfig:
     mixed_precision: str | None = None  # "mixed_float16" (GPU) or "mixed_bfloat16" (TPU, CPU)
     jit_compile: bool = False  # compile steps with XLA; measured slower on CPU for small models
     fused_update: bool = True  # plain Adam/SGD update in fused kernels (FusedAdam); same weights
-    in_memory_input: bool = True  # one CPU device: batches gathered in the compiled loop
+    in_memory_input: bool = True  # CPU devices: batches gathered in the compiled loop
     verbose: int | None = None  # 0 silent, 1 bar + epoch lines, 2 epoch lines; None: 1 on a tty
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to the builder
     window: int | None = None  # steps per example: a series' input window, a text's context

@@ -75,7 +75,7 @@ def _default(task: str) -> list[keras.metrics.Metric]:
 
 
 def _predict(model, x, batch_size) -> np.ndarray:
-    batches = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
+    batches = data_lib.row_batches(x, batch_size)
     return np.concatenate([keras.ops.convert_to_numpy(model(b, training=False))
                            for b in batches]).astype(np.float32)
 
@@ -91,7 +91,7 @@ def _evaluate_export(path: str, data: Any, target: str | None, batch_size: int):
     x, y = data_lib.prepare_like(data, spec, target=target)
     if isinstance(x, dict):  # table columns: the signature takes [N] values
         x = {name: np.asarray(values).reshape(-1) for name, values in x.items()}
-    batches = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
+    batches = data_lib.row_batches(x, batch_size)
     outputs = [serve(**b) if isinstance(b, dict) else serve(b) for b in batches]
     if "predictions" in outputs[0]:
         predictions = np.concatenate([o["predictions"].numpy() for o in outputs])

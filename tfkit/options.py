@@ -33,7 +33,7 @@ class StepOptions:
     """
 
     steps_per_call: int | None = None  # many steps per tf.function call; None: ~0.5 s a call
-    in_memory_input: bool = True  # one CPU device: gather batches inside the compiled loop
+    in_memory_input: bool = True  # CPU devices: gather batches inside the compiled loop
     keep_gradients: bool = False  # keep the last step's gradient, for the histograms
     fused_update: bool = True  # a plain Adam or SGD updates in fused kernels (FusedAdam)
     jit_compile: bool = False  # XLA; measured slower on a CPU for small models
@@ -68,7 +68,7 @@ def train_iterator(prepared: data_lib.PreparedData, *, strategy: tf.distribute.S
                    in_memory_input: bool = True) -> Any:
     """The training batches from `start_step` on, for the strategy's replicas.
 
-    With `in_memory_input` and the rows in memory, on one CPU device, the
+    With `in_memory_input` and the rows in memory, on CPU devices, the
     batches are gathered inside the compiled loop (`data.GatheredBatches`),
     batch for batch the same as the input stream's.
     """

@@ -216,9 +216,8 @@ class Run:
     def _validation(self) -> Any:
         if self.prepared.validation is None:
             return None
-        return self.strategy.distribute_datasets_from_function(
-            data_lib.eval_input_fn(self.prepared.validation, global_batch_size=self.global_batch)
-        )
+        return distribute.batches_for_replicas(data_lib.eval_input_fn(
+            self.prepared.validation, global_batch_size=self.global_batch), self.strategy)
 
     def record_export(self, path: str) -> None:
         """Remember the export beside the last checkpoint, so a re-run can report it."""

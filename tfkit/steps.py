@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfkit import optimizers
+from tfkit import distribute, optimizers
 from tfkit.options import StepOptions, compiled
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -200,7 +200,8 @@ class Steps:
             metric.reset_state()
         totals = self._zeros(train=False)
         for batch in dataset:  # (x, y) pairs: validation is never weighted
-            step = self._reduce(self.strategy.run(self._replica_eval_step, args=batch[:2]))
+            x, y = distribute.for_replicas(batch[:2], self.strategy)
+            step = self._reduce(self.strategy.run(self._replica_eval_step, args=(x, y)))
             totals = {k: totals[k] + step[k] for k in totals}
         return {**totals, **_results(self.val_metrics)}
 

@@ -77,7 +77,7 @@ class TrainResult:
             inputs = data_lib.read_features(features, self.spec, missing=self.config.missing)
         else:
             inputs = data_lib.model_inputs(features, self.spec)
-        batches = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
+        batches = data_lib.row_batches(inputs, batch_size)
         return np.concatenate([self.model(b, training=False).numpy() for b in batches])
 
 

@@ -10,7 +10,13 @@ from tfkit.data.cells import MISSING_MARKERS, NUMERIC_SHARE
 from tfkit.data.dispatch import prepare
 from tfkit.data.messages import DataWarning
 from tfkit.data.new_data import model_inputs, prepare_like, read_features
-from tfkit.data.pipelines import GatheredBatches, eval_input_fn, steps_per_epoch, train_input_fn
+from tfkit.data.pipelines import (
+    GatheredBatches,
+    eval_input_fn,
+    row_batches,
+    steps_per_epoch,
+    train_input_fn,
+)
 from tfkit.data.spec import PEEK as _PEEK  # noqa: F401  (the old tfkit.data's names)
 from tfkit.data.spec import DataSpec, PreparedData
 from tfkit.data.spec import in_memory as _in_memory  # noqa: F401
@@ -29,6 +35,7 @@ __all__ = [
     "model_inputs",
     "prepare",
     "prepare_like",
+    "row_batches",
     "read_features",
     "steps_per_epoch",
     "train_input_fn",

@@ -7,6 +7,26 @@ from typing import Any
 import tensorflow as tf
 
 
+def untuned(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` with tf.data's model-based autotuning off.
+
+    That tuning runs a thread per iterator that sleeps between rounds, up to a
+    minute apart; an iterator dropped while its thread sleeps can hold the
+    dropping thread (and with it the training step that collected it) until the
+    sleep ends: 20-40 s stalls on a busy CPU, measured. `prefetch(AUTOTUNE)`
+    keeps its own buffer tuning, and `map(num_parallel_calls=AUTOTUNE)` uses
+    every core.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
+def row_batches(rows: Any, batch_size: int) -> tf.data.Dataset:
+    """In-memory rows (an array, or a dict of columns) in batches, in order, untuned."""
+    return untuned(tf.data.Dataset.from_tensor_slices(rows).batch(batch_size))
+
+
 def steps_per_epoch(n_train: int, global_batch_size: int) -> int:
     """Full global batches per epoch; the remainder rows wait for the next shuffle."""
     return n_train // global_batch_size
@@ -45,7 +65,7 @@ def train_input_fn(
         batches = batches.skip(steps_done * replicas)
         if ctx.num_input_pipelines > 1:
             batches = batches.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-        return batches.prefetch(tf.data.AUTOTUNE)
+        return untuned(batches.prefetch(tf.data.AUTOTUNE))
 
     return input_fn
 
@@ -136,7 +156,7 @@ def eval_input_fn(validation: tf.data.Dataset, *, global_batch_size: int):
         if ctx.num_input_pipelines > 1:
             shard = validation.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
         per_replica = ctx.get_per_replica_batch_size(global_batch_size)
-        return shard.batch(per_replica).prefetch(tf.data.AUTOTUNE)
+        return untuned(shard.batch(per_replica).prefetch(tf.data.AUTOTUNE))
 
     return input_fn
 
