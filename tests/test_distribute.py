@@ -205,8 +205,13 @@ def test_cpu_replicas_read_untuned_batches_with_no_multi_device_iterator(monkeyp
                                  in_memory_input=in_memory, verbose=False, logdir=None,
                                  export=None)
             result.predict(x[:5])
+    # A pipeline of one's own, tuned as its author asked: read untuned all the same.
+    own = tf.data.Dataset.from_tensor_slices((x, x.sum(axis=1))).map(
+        lambda a, b: (a * 1.0, b), num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    tfkit.train(own, strategy="cpu:2", epochs=2, batch_size=16, verbose=False, logdir=None,
+                export=None)
     assert multi_device == []
     assert tuned and not any(tuned), tuned  # the streams and predict's batches
-    assert len(validations) == 4
+    assert len(validations) == 5
     assert all(isinstance(v, tf.data.Dataset) and not v.options().autotune.enabled
                for v in validations)

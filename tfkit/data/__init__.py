@@ -35,8 +35,8 @@ __all__ = [
     "model_inputs",
     "prepare",
     "prepare_like",
-    "row_batches",
     "read_features",
+    "row_batches",
     "steps_per_epoch",
     "train_input_fn",
 ]

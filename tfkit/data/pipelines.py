@@ -13,9 +13,9 @@ def untuned(dataset: tf.data.Dataset) -> tf.data.Dataset:
     That tuning runs a thread per iterator that sleeps between rounds, up to a
     minute apart; an iterator dropped while its thread sleeps can hold the
     dropping thread (and with it the training step that collected it) until the
-    sleep ends: 20-40 s stalls on a busy CPU, measured. `prefetch(AUTOTUNE)`
-    keeps its own buffer tuning, and `map(num_parallel_calls=AUTOTUNE)` uses
-    every core.
+    sleep ends: pauses of 20-90 s on a busy CPU, measured (benchmarks/RESULTS.md).
+    `prefetch(AUTOTUNE)` still sizes its buffer with its own tuner, and
+    `map(num_parallel_calls=AUTOTUNE)` runs as many calls at once as there are cores.
     """
     options = tf.data.Options()
     options.autotune.enabled = False
