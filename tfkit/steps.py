@@ -184,7 +184,8 @@ class Steps:
         """Up to n steps; stops early at a non-finite loss (`steps` < n tells)."""
         totals = self._zeros(train=True)
         for i in tf.range(n):
-            x, y, *weights = next(iterator)  # (x, y) or (x, y, per-example weights)
+            # (x, y) or (x, y, per-example weights), each replica its share
+            x, y, *weights = distribute.for_replicas(next(iterator), self.strategy)
             self.measure.last.assign(tf.equal(i, n - 1))
             step = self._reduce(self.strategy.run(
                 self._replica_step, args=(x, y, weights[0] if weights else None)))
