@@ -3,8 +3,53 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+
+
+def start_tensorflow_without_keras() -> None:
+    """Imports TensorFlow without the import of all of Keras it ends with; for server workers.
+
+    TensorFlow 2.21's ``__init__`` ends with ``import keras.src.optimizers`` inside
+    ``try: ... except ImportError: pass``, so that optimizers register with the SavedModel
+    registry (Keras 3 registers none). That imports all of Keras, and with it
+    ``matplotlib.pyplot`` and pandas. A server loads SavedModels with TensorFlow's own
+    loader and uses none of them: each worker starts with less CPU and memory without
+    them. While TensorFlow starts, ``keras`` is found (TensorFlow reads where its folder
+    is) but not loaded; afterwards it imports as usual for whoever asks for it.
+    """
+    if "tensorflow" in sys.modules or "keras" in sys.modules:
+        return
+    finder = _KerasFoundNotLoaded()
+    sys.meta_path.insert(0, finder)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
+
+
+class _KerasFoundNotLoaded(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``keras`` where it is installed, with a loader that refuses to load it."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "keras":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None:
+            spec.loader = self
+        return spec
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        raise ImportError("Keras is not loaded while the server starts TensorFlow")
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        raise ImportError("Keras is not loaded while the server starts TensorFlow")
 
 
 @contextlib.contextmanager

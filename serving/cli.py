@@ -456,6 +456,9 @@ class _GunicornServer(BaseApplication):
         from tfkit import _quiet
 
         _quiet.install()  # before TensorFlow starts: without its start-up lines
-        from serving.app import create_app  # in the worker: TensorFlow starts here
+        from serving import _compat
+
+        _compat.start_tensorflow_without_keras()  # in the worker: TensorFlow starts here
+        from serving.app import create_app
 
         return create_app(self._app_config)
