@@ -223,19 +223,23 @@ def wait_for(condition, seconds: float, poll: float = 0.05) -> bool:
 
 
 def save_slow_model(path: pathlib.Path, started: pathlib.Path | None = None) -> None:
-    """A SavedModel answering y = x after x[0] rounds of a 256x256 matmul: a call's length is
-    the caller's to choose. With ``started``, each call first appends a line to that file."""
+    """A SavedModel answering y = x after sleeping x[0] milliseconds: a call's length is the
+    caller's to choose, and it uses no CPU while it waits. With ``started``, each call first
+    appends a line to that file."""
     import tensorflow as tf
+    from tensorflow.python.data.experimental.ops import testing
 
     class Slow(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
         def serve(self, x):
             marks = [tf.print("call", output_stream=f"file://{started}")] if started else []
             with tf.control_dependencies(marks):
-                start = tf.fill([256, 256], tf.reduce_mean(x) * 1e-3)  # from x: not folded away
-            _, m = tf.while_loop(lambda i, m: i < tf.cast(x[0], tf.int32),
-                                 lambda i, m: (i + 1, tf.tanh(tf.matmul(m, m))), (0, start))
-            return {"y": x + 0.0 * tf.reduce_sum(m)}
+                wait = tf.cast(x[0] * 1000.0, tf.int64)  # microseconds
+            # tf.data's sleep, once: it waits before each element (take(1) asks for one only).
+            slept = tf.data.Dataset.range(1).apply(testing.sleep(wait)).take(1).reduce(
+                tf.constant(0, tf.int64), lambda total, i: total + i)
+            with tf.control_dependencies([slept]):
+                return {"y": tf.identity(x)}
 
     slow = Slow()
     tf.saved_model.save(slow, str(path), signatures={"serving_default": slow.serve})
@@ -257,7 +261,7 @@ class ServerProcess:
     ``host=None`` passes no ``--host``; ``default_port`` (the port the server binds with
     no port flag) passes no port flag: such a server cannot move when its port is taken.
     Without ``--workers`` in ``args`` the server gets ``--workers 1``: each worker starts
-    TensorFlow (about 4.4 s of CPU here), and the tests of several workers ask for them
+    TensorFlow (seconds of CPU), and the tests of several workers ask for them
     (``workers=None`` keeps the server's own default, one per core).
     """
 
