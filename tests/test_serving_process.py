@@ -82,7 +82,6 @@ def test_exported_model_over_http(server, table_classifier):
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
-
 def test_a_worker_serves_keras_exports_without_keras_matplotlib_or_pandas_loaded(server):
     """`import tensorflow` ends by importing all of Keras, and with it matplotlib and pandas;
     a worker starts TensorFlow without them (serving/_compat.py) and still serves a Keras
@@ -90,15 +89,16 @@ def test_a_worker_serves_keras_exports_without_keras_matplotlib_or_pandas_loaded
     children = pathlib.Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
     if not children.exists():
         pytest.skip("no /proc on this system to read a worker's loaded libraries from")
-    response = requests.post(f"{server.url}/v1/models/penguins:predict", timeout=5,
-                             json={"instances": [{name: values[0].item() if values.dtype != object
-                                                  else values[0]
-                                                  for name, values in PENGUIN_ROWS.items()}]})
+    row = {name: values[0] if values.dtype == object else values[0].item()
+           for name, values in PENGUIN_ROWS.items()}
+    response = requests.post(f"{server.url}/v1/models/penguins:predict",
+                             json={"instances": [row]}, timeout=5)
     assert response.status_code == 200, response.text
     (worker,) = [int(pid) for pid in children.read_text().split()]  # --workers 1
     loaded = pathlib.Path(f"/proc/{worker}/maps").read_text()
     assert "libtensorflow" in loaded  # the worker, with TensorFlow started
     assert [package for package in ("matplotlib", "pandas") if f"/{package}/" in loaded] == []
+
 
 def test_hot_reload_under_traffic(server, repository):
     base = repository / "hot"
