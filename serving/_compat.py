@@ -48,8 +48,8 @@ class _KerasFoundNotLoaded(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         raise ImportError("Keras is not loaded while the server starts TensorFlow")
 
-    def exec_module(self, module: types.ModuleType) -> None:
-        raise ImportError("Keras is not loaded while the server starts TensorFlow")
+    def exec_module(self, module: types.ModuleType) -> None:  # not reached: create_module raises
+        self.create_module(module.__spec__)
 
 
 @contextlib.contextmanager

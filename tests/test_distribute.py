@@ -177,7 +177,6 @@ def test_cpu_replicas_read_untuned_batches_with_no_multi_device_iterator(monkeyp
 
     tuned, multi_device = [], []
     made = iterator_ops.OwnedIterator.__init__
-
     made_multi = multi_device_iterator_ops.OwnedMultiDeviceIterator.__init__
 
     def record(self, dataset=None, **kwargs):
@@ -194,9 +193,12 @@ def test_cpu_replicas_read_untuned_batches_with_no_multi_device_iterator(monkeyp
                         record_multi)
     validations = []
     batches_for_replicas = distribute.batches_for_replicas
-    monkeypatch.setattr(distribute, "batches_for_replicas",
-                        lambda *args: validations.append(batches_for_replicas(*args))
-                        or validations[-1])
+
+    def record_validation(*args):
+        validations.append(batches_for_replicas(*args))
+        return validations[-1]
+
+    monkeypatch.setattr(distribute, "batches_for_replicas", record_validation)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 3)).astype(np.float32)
     for strategy in ("cpu", "cpu:2"):

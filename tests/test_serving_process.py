@@ -85,7 +85,8 @@ def test_exported_model_over_http(server, table_classifier):
 def test_a_worker_serves_keras_exports_without_keras_matplotlib_or_pandas_loaded(server):
     """`import tensorflow` ends by importing all of Keras, and with it matplotlib and pandas;
     a worker starts TensorFlow without them (serving/_compat.py) and still serves a Keras
-    export. Their compiled libraries would be mapped into the worker's memory."""
+    export. Their compiled libraries would be mapped into the worker's memory; Keras itself
+    is pure Python, but it loads optree's (TensorFlow does not use optree)."""
     children = pathlib.Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
     if not children.exists():
         pytest.skip("no /proc on this system to read a worker's loaded libraries from")
@@ -97,7 +98,8 @@ def test_a_worker_serves_keras_exports_without_keras_matplotlib_or_pandas_loaded
     (worker,) = [int(pid) for pid in children.read_text().split()]  # --workers 1
     loaded = pathlib.Path(f"/proc/{worker}/maps").read_text()
     assert "libtensorflow" in loaded  # the worker, with TensorFlow started
-    assert [package for package in ("matplotlib", "pandas") if f"/{package}/" in loaded] == []
+    assert [package for package in ("optree", "matplotlib", "pandas")
+            if f"/{package}/" in loaded] == []
 
 
 def test_hot_reload_under_traffic(server, repository):
