@@ -14,11 +14,9 @@ two alternate; each run reports its CPU time (user + system) and peak resident m
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import subprocess
-import sys
 import tempfile
+
+from fresh_runs import alternate, medians
 
 WORKER = r"""
 import json, resource, sys
@@ -53,16 +51,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
-        models = _repository(root)
-        runs: dict[str, list[dict]] = {"lean": [], "plain": []}
-        for i in range(args.runs):
-            for kind in runs:
-                done = subprocess.run([sys.executable, "-c", WORKER, kind, models],
-                                      capture_output=True, text=True, check=True)
-                runs[kind].append(json.loads(done.stdout.strip().splitlines()[-1]))
-                print(f"run {i + 1} {kind:<5} {runs[kind][-1]}", flush=True)
-    cpu = {k: statistics.median(r["cpu"] for r in v) for k, v in runs.items()}
-    rss = {k: statistics.median(r["rss_mb"] for r in v) for k, v in runs.items()}
+        runs = alternate(WORKER, ("lean", "plain"), args.runs, _repository(root))
+    cpu, rss = medians(runs, "cpu"), medians(runs, "rss_mb")
     print(f"median CPU s:  lean {cpu['lean']:.2f}  plain {cpu['plain']:.2f}  "
           f"ratio lean/plain {cpu['lean'] / cpu['plain']:.2f}")
     print(f"median peak MB: lean {rss['lean']:.0f}  plain {rss['plain']:.0f}  "

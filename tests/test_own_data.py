@@ -238,6 +238,24 @@ def test_loss_and_metrics_take_keras_names_and_objects(loss, metrics, arrays):
     assert result.history["val_loss"][-1] < result.history["val_loss"][0]
 
 
+def test_a_loss_function_of_ones_own_may_branch_in_python_on_a_tensor(arrays):
+    """Keras's own losses are traced as written; a user's own goes through AutoGraph, which
+    turns this `if` into a graph condition (as written, it raises OperatorNotAllowedInGraph)."""
+    branches = []
+
+    def capped_squares(y_true, y_pred):
+        error = y_pred - keras.ops.cast(y_true, y_pred.dtype)
+        branches.append("traced")
+        if keras.ops.max(keras.ops.abs(error)) > 1e6:  # never true here: the plain squares
+            return keras.ops.minimum(keras.ops.square(error), 1e12)
+        return keras.ops.square(error)
+
+    mine = tfkit.train(arrays, loss=capped_squares, epochs=3, seed=0, **QUIET)
+    theirs = tfkit.train(arrays, loss="mse", epochs=3, seed=0, **QUIET)
+    assert branches  # traced through the function given, not replaced by a built-in
+    np.testing.assert_allclose(mine.history["loss"], theirs.history["loss"], rtol=1e-5)
+
+
 def test_a_table_model_takes_named_columns(arrays):
     table = houses()
     columns = {name: keras.Input(shape=(1,), name=name) for name in ("Lot Area", "Year Built")}

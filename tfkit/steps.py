@@ -117,7 +117,10 @@ class Steps:
         # None: the task's own accuracy or mae, kept as exact sums.
         self.metrics, self.val_metrics = metrics or (None, None)
         self.target_scale = target_scale
-        self._replica_step = compiled(self._replica_train_step, options.jit_compile)
+        users_code = (self.loss_fn, *(self.metrics or ()), *(self.val_metrics or ()))
+        self._replica_step = compiled(traced(self._replica_train_step, users_code),
+                                      options.jit_compile)
+        self._replica_eval = traced(self._replica_eval_step, users_code)
         self._train = tf.function(self._train_many)
         self._iterator: Any = None
         self.evaluate = tf.function(self._evaluate)
@@ -202,7 +205,7 @@ class Steps:
         totals = self._zeros(train=False)
         for batch in dataset:  # (x, y) pairs: validation is never weighted
             x, y = distribute.for_replicas(batch[:2], self.strategy)
-            step = self._reduce(self.strategy.run(self._replica_eval_step, args=(x, y)))
+            step = self._reduce(self.strategy.run(self._replica_eval, args=(x, y)))
             totals = {k: totals[k] + step[k] for k in totals}
         return {**totals, **_results(self.val_metrics)}
 
@@ -221,6 +224,22 @@ class Steps:
         if train:
             keys += ["steps", "last_loss"]
         return {k: tf.constant(0.0) for k in keys}
+
+
+def traced(step: Callable, called: tuple) -> Callable:
+    """A replica step as `tf.function` traces it: as written when the losses and metrics it
+    calls are Keras's or tfkit's own, else through AutoGraph's rewriting.
+
+    AutoGraph turns Python loops and conditions on tensors into graph ops, parsing and
+    rewriting the source of every function a step calls on its first trace. tfkit's loops
+    over steps and batches need it; the replica steps use `tf.cond` where a tensor decides,
+    so they are traced as written, as Keras's own fit traces its step (benchmarks/
+    first_trace.py). A user's own loss function or metric keeps the rewriting: a Python `if`
+    on a tensor works in it.
+    """
+    if all(getattr(c, "__module__", "").partition(".")[0] in ("keras", "tfkit") for c in called):
+        return tf.autograph.experimental.do_not_convert(step)
+    return step
 
 
 def labels_for(y: tf.Tensor, predictions: tf.Tensor, task: str) -> tf.Tensor:
