@@ -38,8 +38,8 @@ def timed():
     result = tfkit.train("penguins", loss=loss, epochs=2, seed=0, logdir=None, export=None,
                          verbose=False)
     return time.process_time() - start, result.history["loss"][-1]
-(first, loss), (second, _) = timed(), timed()
-print(json.dumps({"first": round(first, 3), "second": round(second, 3), "loss": loss}))
+(first, final), (second, _) = timed(), timed()
+print(json.dumps({"first": round(first, 3), "second": round(second, 3), "loss": final}))
 """
 
 
