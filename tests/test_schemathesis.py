@@ -61,13 +61,11 @@ def live_server(start_server, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def base_url(live_server, request):
+def base_url(live_server):
     yield live_server.url
     sent = sum(cases_sent.values())
     print(f"\nschemathesis: {sent} cases over {len(cases_sent)} operations")
-    selected = {item.name for item in request.session.items
-                if item.originalname == "test_server_answers_as_documented"}
-    if len(cases_sent) == len(selected) == len(OPERATIONS):  # the whole document was run
+    if len(cases_sent) == len(OPERATIONS):  # the whole document ran (not a -k subset)
         assert sent > MIN_CASES, f"{sent} cases: the README promises over {MIN_CASES:,}"
 
 

@@ -237,7 +237,8 @@ def traced(step: Callable, called: tuple) -> Callable:
     first_trace.py). A user's own loss function or metric keeps the rewriting: a Python `if`
     on a tensor works in it.
     """
-    if all(getattr(c, "__module__", "").partition(".")[0] in ("keras", "tfkit") for c in called):
+    modules = [(getattr(c, "__module__", None) or "").partition(".")[0] for c in called]
+    if all(module in ("keras", "tfkit") for module in modules):
         return tf.autograph.experimental.do_not_convert(step)
     return step
 
