@@ -1,5 +1,6 @@
 """Starting tfkit: help without TensorFlow, no TensorFlow noise, public names on first use."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ import textwrap
 import types
 
 import pytest
+from conftest import REPO_ROOT
 
 import tfkit
 
@@ -140,3 +142,25 @@ def test_train_and_export_stay_functions_after_their_modules_load():
     assert isinstance(tfkit.TrainConfig(epochs=2), tfkit.TrainConfig)
     with pytest.raises(AttributeError, match="no attribute 'trian'"):
         tfkit.trian  # noqa: B018
+
+
+def _bytecode_is_current(source) -> bool:
+    """Whether the .pyc Python would read for `source` exists and matches it (the 16-byte
+    header of a timestamp-checked .pyc: magic number, flags 0, mtime, size)."""
+    try:
+        with open(importlib.util.cache_from_source(source), "rb") as cached:
+            header = cached.read(16)
+    except FileNotFoundError:
+        return False
+    stat = os.stat(source)
+    return header[:4] == importlib.util.MAGIC_NUMBER and header[4:] == b"".join(
+        (value & 0xFFFFFFFF).to_bytes(4, "little")
+        for value in (0, int(stat.st_mtime), stat.st_size))
+
+
+def test_the_suite_starts_by_compiling_the_modules_its_processes_import():
+    """The README: the test run byte-compiles every module of tfkit and serving first."""
+    sources = [path for package in ("tfkit", "serving")
+               for path in (REPO_ROOT / package).rglob("*.py")]
+    assert len(sources) > 50
+    assert [str(path) for path in sources if not _bytecode_is_current(path)] == []
