@@ -189,11 +189,13 @@ def pytest_configure(config):
     First, tfkit's and serving's modules are byte-compiled, as pip compiles an installed
     package. An editable install leaves that to the first import, which writes nothing under
     PYTHONDONTWRITEBYTECODE; then each of the suite's 130-odd Python processes (servers,
-    kernels, commands, training children) compiles them again: 0.2-0.3 s of CPU each.
+    kernels, commands, training children) compiles them again: 0.2 s of CPU per server
+    (master and worker), 0.3 s per training command.
     """
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+    controller = os.environ.get("PYTEST_XDIST_WORKER") is None
+    if controller:
         compile_sources()
-    if os.environ.get("PYTEST_XDIST_WORKER") is None and config.getoption("numprocesses", 0):
+    if controller and config.getoption("numprocesses", 0):
         return
     import tensorflow as tf
 
