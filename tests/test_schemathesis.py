@@ -21,7 +21,7 @@ from schemathesis.config import SchemathesisConfig
 
 CONFIG = pathlib.Path(__file__).with_name("schemathesis.toml")
 DOCUMENT = pathlib.Path(__file__).resolve().parents[1] / "serving" / "openapi.json"
-MAX_EXAMPLES = 50  # fuzzed cases per operation, on top of the examples and coverage cases
+MAX_EXAMPLES = 36  # fuzzed cases per operation, on top of the examples and coverage cases
 MIN_CASES = 2000  # requests over the whole document, as the README says
 REQUEST_TIMEOUT = 30  # seconds; a hung request fails its case rather than the whole run
 # Served name → folder in tests/data/tfserving_testdata; two_versions has labels.
