@@ -456,6 +456,7 @@ class _GunicornServer(BaseApplication):
         from tfkit import _quiet
 
         _quiet.install()  # before TensorFlow starts: without its start-up lines
+        _quiet.own_process()  # what is alive once TensorFlow started is frozen, models not
         from serving import _compat
 
         _compat.start_tensorflow_without_keras()  # in the worker: TensorFlow starts here

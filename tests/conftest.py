@@ -197,6 +197,11 @@ def pytest_configure(config):
         compile_sources()
     if controller and config.getoption("numprocesses", 0):
         return
+    # The test runner is tfkit's own as a command is: TensorFlow starts with the garbage
+    # collector paused and what it made frozen (tfkit/_quiet.py); the tests' objects are not.
+    from tfkit import _quiet
+
+    _quiet.own_process()
     import tensorflow as tf
 
     cpus = tf.config.list_physical_devices("CPU")

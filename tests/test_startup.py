@@ -126,6 +126,46 @@ def test_start_up_log_lines_go_but_other_text_stays(tmp_path):
     assert "port.cc" in everything.stderr and "absl::InitializeLog" in everything.stderr
 
 
+@pytest.mark.parametrize(("before", "level", "expected"), [
+    ("", None, "True True 0"),  # a user's script: the collector left alone
+    ("_quiet.own_process()", None, "False True 1"),  # tfkit's own: paused, then frozen
+    ("_quiet.own_process()", "0", "False True 1"),  # no start-up line hidden: the same
+    ("_quiet.own_process(); gc.disable()", None, "False False 1"),  # off stays off
+])
+def test_tfkits_own_processes_freeze_what_tensorflow_made(tmp_path, before, level, expected):
+    fake = _fake_tensorflow(tmp_path, """
+        import gc
+        collector_on_while_loading = gc.isenabled()
+        made_while_loading = [[] for _ in range(1000)]
+    """)
+    env = {"PYTHONPATH": fake, **({"TF_CPP_MIN_LOG_LEVEL": level} if level else {})}
+    done = _python(f"""
+        import gc
+        from tfkit import _quiet
+        {before}
+        import tensorflow
+        frozen = gc.get_freeze_count() >= len(tensorflow.made_while_loading)
+        print(tensorflow.collector_on_while_loading, gc.isenabled(), int(frozen))
+    """, tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
+
+
+def test_the_tfkit_command_and_server_workers_are_tfkits_own(monkeypatch):
+    import serving.cli
+    from tfkit import _quiet, cli
+
+    marked = []
+    monkeypatch.setattr(_quiet, "own_process", lambda: marked.append(True))
+    monkeypatch.setattr(sys, "argv", ["tfkit", "tutorial"])
+    assert cli.main() == 0  # the console script: no argv given
+    assert cli.main(["tutorial"]) == 0  # called from Python: not marked
+    assert marked == [True]
+    monkeypatch.setattr("serving.app.create_app", lambda config: config)
+    assert serving.cli._GunicornServer({}, {"MODELS": "m"}).load() == {"MODELS": "m"}
+    assert marked == [True, True]
+
+
 @pytest.mark.parametrize("name", tfkit.__all__)
 def test_every_public_name_resolves(name):
     assert getattr(tfkit, name) is not None

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from tfkit import config
+from tfkit import _quiet, config
 from tfkit.config import TrainConfig
 from tfkit.interrupts import TrainingInterrupted
 
@@ -55,6 +55,8 @@ _NAME_LISTS = {"metrics"}  # comma-separated names
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tfkit` console script."""
+    if argv is None:  # the console script: this process is the command's own
+        _quiet.own_process()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"] and "-h" not in argv and "--help" not in argv:
         # The server is always the process `python -m serving` starts, with its own
