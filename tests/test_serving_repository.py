@@ -166,14 +166,28 @@ def test_polling_thread_picks_up_new_versions(tmp_path):
     repository.poll()
     repository.start()
     try:
-        shutil.copytree(HALF_PLUS_THREE, tmp_path / "m" / ".tmp")
-        os.rename(tmp_path / "m" / ".tmp", tmp_path / "m" / "2")
+        _put(HALF_PLUS_THREE, tmp_path / "m" / "2")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and [s.version for s in repository.status("m")] != [2]:
             time.sleep(0.05)
         assert [s.version for s in repository.status("m")] == [2]
     finally:
         repository.stop()
+
+
+def _put(source, version):
+    """A version put in place at once, as a running server's poller must see it: copied
+    beside (a name that is no version number), then renamed."""
+    staging = version.parent / f".{version.name}.tmp"
+    shutil.copytree(source, staging)
+    os.rename(staging, version)
+
+
+def _take_away(version):
+    """A version taken away at once: renamed out of the way, then deleted."""
+    gone = version.parent / f".{version.name}.gone"
+    os.rename(version, gone)
+    shutil.rmtree(gone)
 
 
 # Polls each problem test waits through after start-up: the problem must be logged once.
@@ -274,14 +288,14 @@ def test_a_changed_situation_is_logged_again_and_a_loaded_model_makes_it_ready(
     (repo / "m").mkdir(parents=True)
     _, repository = polled_app({"MODELS": str(repo)})
     _wait_polls(repository)
-    shutil.copytree(BAD, repo / "m" / "1")
-    _wait_polls(repository)
-    shutil.rmtree(repo / "m" / "1")
+    _put(BAD, repo / "m" / "1")  # the poller runs: a half-copied version would be a third
+    _wait_polls(repository)       # situation, logged as well
+    _take_away(repo / "m" / "1")
     _wait_polls(repository)
     assert _logged(caplog, "No versions of servable m found") == 2, caplog.text
     assert _logged(caplog, "Failed to load m version 1") == 1, caplog.text
     assert not repository.ready()
-    shutil.copytree(HALF_PLUS_TWO, repo / "m" / "2")
+    _put(HALF_PLUS_TWO, repo / "m" / "2")
     _wait_polls(repository)
     assert repository.ready()
     assert [s.state for s in repository.status("m")] == ["AVAILABLE"]
