@@ -15,10 +15,14 @@ import os
 import sys
 import time
 
-import keras
-import numpy as np
+from tfkit import _quiet
 
-import tfkit
+_quiet.own_process()  # as the `tfkit train` command's: TensorFlow's objects frozen once started
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfkit  # noqa: E402
 
 
 class Pace(keras.callbacks.Callback):
