@@ -236,6 +236,15 @@ def triton_http_client(server, timeout: float):
     client.close()
 
 
+def put_version(source: pathlib.Path, version: pathlib.Path) -> None:
+    """A model version put in place at once, as an export writes it: copied beside under a
+    name that is no version number, then renamed. A server polling the folder never sees it
+    half-copied (it would try to load it, and fail)."""
+    staging = version.parent / f".{version.name}.tmp"
+    shutil.copytree(source, staging)
+    staging.rename(version)
+
+
 def wait_for(condition, seconds: float, poll: float = 0.05) -> bool:
     """Poll `condition` until it holds (True) or `seconds` pass (False): no fixed sleeps."""
     deadline = time.monotonic() + seconds

@@ -1,7 +1,6 @@
 """The serve command as a real process: HTTP over 127.0.0.1, hot reload under traffic, SIGTERM."""
 
 import pathlib
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from conftest import (
     TESTDATA,
     copy_reference_models,
     free_port,
+    put_version,
     wait_for,
 )
 
@@ -139,8 +139,7 @@ def test_hot_reload_under_traffic(server, repository):
         assert _wait_for(lambda: each_client_answered(7.0))
 
         # A broken version 3 appears (renamed in, like an export) and must never be served.
-        shutil.copytree(TESTDATA / "bad_half_plus_two" / "00000123", base / ".tmp-3")
-        (base / ".tmp-3").rename(base / "3")
+        put_version(TESTDATA / "bad_half_plus_two" / "00000123", base / "3")
         assert _wait_for(lambda: _versions(server, "hot").get("3", {}).get("state") == "END")
         answered = [len(mine) for mine in results]  # and each client is answered after it
         assert _wait_for(lambda: all(

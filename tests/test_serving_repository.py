@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import TESTDATA, wait_for
+from conftest import TESTDATA, put_version, wait_for
 
 from serving.errors import NotFound
 from serving.model_config import ModelSource, VersionPolicy, load_model_config
@@ -166,21 +166,13 @@ def test_polling_thread_picks_up_new_versions(tmp_path):
     repository.poll()
     repository.start()
     try:
-        _put(HALF_PLUS_THREE, tmp_path / "m" / "2")
+        put_version(HALF_PLUS_THREE, tmp_path / "m" / "2")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and [s.version for s in repository.status("m")] != [2]:
             time.sleep(0.05)
         assert [s.version for s in repository.status("m")] == [2]
     finally:
         repository.stop()
-
-
-def _put(source, version):
-    """A version put in place at once, as a running server's poller must see it: copied
-    beside (a name that is no version number), then renamed."""
-    staging = version.parent / f".{version.name}.tmp"
-    shutil.copytree(source, staging)
-    os.rename(staging, version)
 
 
 def _take_away(version):
@@ -288,14 +280,14 @@ def test_a_changed_situation_is_logged_again_and_a_loaded_model_makes_it_ready(
     (repo / "m").mkdir(parents=True)
     _, repository = polled_app({"MODELS": str(repo)})
     _wait_polls(repository)
-    _put(BAD, repo / "m" / "1")  # the poller runs: a half-copied version would be a third
-    _wait_polls(repository)       # situation, logged as well
+    put_version(BAD, repo / "m" / "1")  # the poller runs: a half-copied version would be a
+    _wait_polls(repository)              # third situation, logged as well
     _take_away(repo / "m" / "1")
     _wait_polls(repository)
     assert _logged(caplog, "No versions of servable m found") == 2, caplog.text
     assert _logged(caplog, "Failed to load m version 1") == 1, caplog.text
     assert not repository.ready()
-    _put(HALF_PLUS_TWO, repo / "m" / "2")
+    put_version(HALF_PLUS_TWO, repo / "m" / "2")
     _wait_polls(repository)
     assert repository.ready()
     assert [s.state for s in repository.status("m")] == ["AVAILABLE"]

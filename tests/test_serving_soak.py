@@ -14,7 +14,7 @@ import time
 
 import pytest
 import requests
-from conftest import TESTDATA, TFKIT_SERVE, wait_for
+from conftest import TESTDATA, TFKIT_SERVE, put_version, wait_for
 
 CONNECTIONS = 32
 WARMUP_ANSWERS = 20  # per connection before the memory baseline is read
@@ -50,13 +50,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for {pid}")
-
-
-def drop_in(base: pathlib.Path, version: int, source: pathlib.Path) -> None:
-    """A version appears the way an export writes it: copied aside, renamed into place."""
-    staging = base / f".tmp-{version}"
-    shutil.copytree(source, staging)
-    staging.rename(base / str(version))
 
 
 def states(server) -> dict[str, str]:
@@ -131,7 +124,7 @@ def test_soak_with_new_and_broken_versions(server, repository, soak_seconds):
         for n, (version, source) in enumerate(DROPS, start=1):
             time.sleep(max(0.0, started + n * soak_seconds / 4 - time.monotonic()))
             answered_before[version] = list(map(len, load.offsets))
-            drop_in(base, version, source)
+            put_version(source, base / str(version))
             # Settled (served, or given up on) before the next one comes.
             _wait_for(lambda v=version: states(server).get(str(v)) in ("AVAILABLE", "END"), 20)
         time.sleep(max(0.0, started + soak_seconds - time.monotonic()))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import requests
-from conftest import REPO_ROOT, TESTDATA, TFKIT_SERVE, free_port, wait_for
+from conftest import REPO_ROOT, TESTDATA, TFKIT_SERVE, free_port, put_version, wait_for
 
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123"
 BAD = TESTDATA / "bad_half_plus_two" / "00000123"
@@ -112,8 +112,7 @@ def test_a_configured_model_without_a_base_path_is_logged_once_until_it_appears(
     def next_half_version(version: int) -> None:
         # A poll witness: the configured names are fixed, so new versions of "half" show
         # that a poll ran (the config file is read once).
-        shutil.copytree(HALF_PLUS_TWO, tmp_path / "half" / ".tmp")
-        (tmp_path / "half" / ".tmp").rename(tmp_path / "half" / str(version))
+        put_version(HALF_PLUS_TWO, tmp_path / "half" / str(version))
         assert wait_for(lambda: _status(server, "half")[1].get("model_version_status", [{}])[0]
                         .get("version") == str(version), WAIT_SECONDS), server.log()
 
@@ -133,7 +132,7 @@ def test_a_configured_model_without_a_base_path_is_logged_once_until_it_appears(
     assert _log_count(server, "No versions of servable ghost found") == 1, server.log()
     assert _log_count(server, "Could not find base path") == 1, server.log()
 
-    shutil.copytree(HALF_PLUS_TWO, tmp_path / "ghost" / "1")
+    put_version(HALF_PLUS_TWO, tmp_path / "ghost" / "1")
     assert wait_for(lambda: _status(server, "ghost")[0] == 200, WAIT_SECONDS)
     assert wait_for(lambda: requests.get(f"{server.url}/v2/health/ready", timeout=5)
                     .status_code == 200, WAIT_SECONDS)
@@ -148,7 +147,7 @@ def test_an_empty_repository_runs_is_not_ready_and_says_so_once(tmp_path, start_
     # (all() over no model names would be True).
     response = requests.get(f"{server.url}/v2/health/ready", timeout=5)
     assert (response.status_code, response.json()) == (503, {"ready": False})
-    shutil.copytree(HALF_PLUS_TWO, repo / "late" / "1")
+    put_version(HALF_PLUS_TWO, repo / "late" / "1")
     # Its status answers 200 from the first poll that sees it, while it still loads (as
     # TF Serving's does); ready waits for it to be AVAILABLE.
     assert wait_for(lambda: _status(server, "late")[0] == 200, WAIT_SECONDS), server.log()
