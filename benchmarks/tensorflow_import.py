@@ -40,9 +40,10 @@ import tensorflow
 imported, import_collector = time.process_time(), spent[0]
 import tfkit
 tfkit.train("penguins", epochs=5, logdir=None, export=None, verbose=0)
+trained = time.process_time()
 print(json.dumps({"import": imported - before, "import_collector": import_collector,
-                  "train": time.process_time() - imported,
-                  "train_collector": spent[0] - import_collector}))
+                  "train": trained - imported, "train_collector": spent[0] - import_collector,
+                  "import + train": trained - before}))
 """
 KINDS = ("own", "script")
 
@@ -53,12 +54,10 @@ def main() -> None:
     args = parser.parse_args()
     runs = alternate(RUN, KINDS, args.runs)
     print("medians, CPU s:")
-    for key in ("import", "import_collector", "train", "train_collector"):
+    for key in ("import", "import_collector", "train", "train_collector", "import + train"):
         values = medians(runs, key)
         print(f"  {key:<17}" + "".join(f"{kind} {values[kind]:5.2f}   " for kind in KINDS))
-    total = {kind: [r["import"] + r["train"] for r in runs[kind]] for kind in KINDS}
-    whole = {kind: sorted(values)[len(values) // 2] for kind, values in total.items()}
-    print("  import + train   " + "".join(f"{kind} {whole[kind]:5.2f}   " for kind in KINDS))
+    whole = medians(runs, "import + train")
     print(f"ratio of import + train, own/script: {whole['own'] / whole['script']:.2f}")
 
 

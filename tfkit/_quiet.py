@@ -113,10 +113,8 @@ class _CapturingLoader(importlib.abc.Loader):
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
         lines = _startup_lines_hidden() if _min_log_level() > 0 else contextlib.nullcontext()
-        with lines, _collector_paused() if _own_process else contextlib.nullcontext():
+        with lines, _frozen_when_loaded() if _own_process else contextlib.nullcontext():
             self._loader.exec_module(module)
-            if _own_process:
-                gc.freeze()  # before the collector is back on: it never walks them
 
 
 def own_process() -> None:
@@ -134,13 +132,15 @@ def own_process() -> None:
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Runs the block with the cyclic garbage collector off; on again after, unless it
-    was already off (whoever turned it off meant it)."""
+def _frozen_when_loaded() -> Iterator[None]:
+    """Runs the block with the cyclic garbage collector off and, if it succeeds, freezes
+    everything alive before the collector is back on (it never walks them). On again
+    after, unless it was already off (whoever turned it off meant it)."""
     was_on = gc.isenabled()
     gc.disable()
     try:
         yield
+        gc.freeze()
     finally:
         if was_on:
             gc.enable()
