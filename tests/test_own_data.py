@@ -418,6 +418,148 @@ def test_an_adapted_normalization_keeps_its_statistics_in_the_strategys_copy(arr
                                keras.ops.convert_to_numpy(norm.mean), rtol=1e-6)
 
 
+def _labels_as(kind: str, x: np.ndarray, y: np.ndarray):
+    """(X, y) as a user hands it over: arrays, or a batched tf.data.Dataset."""
+    if kind == "arrays":
+        return x, y
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+@pytest.mark.parametrize("kind", ["arrays", "dataset"])
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_labels_in_a_column_are_one_label_a_row(kind, task):
+    """y of shape (N, 1), as Keras users often keep it, trains, validates and evaluates as
+    y of shape (N,) does: the same losses and metrics, none computed across rows."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 4)).astype(np.float32)
+    y = x @ np.array([1.0, -2.0, 0.5, 3.0], np.float32)
+    if task == "binary":
+        y = (y > 0).astype(np.int64)
+    runs = {}
+    for shape in ("flat", "column"):
+        labels = y if shape == "flat" else y.reshape(-1, 1)
+        result = tfkit.train(_labels_as(kind, x[:180], labels[:180]), epochs=2, seed=0,
+                             validation_data=_labels_as(kind, x[180:], labels[180:]), **QUIET)
+        runs[shape] = result.history, tfkit.evaluate(result, (x[180:], labels[180:]))
+    (flat, flat_eval), (column, column_eval) = runs["flat"], runs["column"]
+    assert flat.keys() == column.keys()
+    for name in flat:
+        np.testing.assert_allclose(column[name], flat[name], rtol=1e-5, err_msg=name)
+    metric = "val_accuracy" if task == "binary" else "val_mae"
+    assert column_eval[metric.removeprefix("val_")] == pytest.approx(column[metric][-1], rel=1e-4)
+    assert column_eval["count"] == flat_eval["count"] == 60
+
+
+def test_labels_of_several_columns_are_refused_with_the_shape_and_a_hint():
+    x = np.zeros((10, 3), np.float32)
+    one_hot = np.eye(2, dtype=np.int64)[np.arange(10) % 2]
+    with pytest.raises(ValueError, match=re.escape(
+            "y must hold one label per row, shape (10,) or (10, 1); got shape (10, 2); "
+            "one-hot labels? pass y.argmax(axis=1)")):
+        tfkit.train((x, one_hot), epochs=1, **QUIET)
+
+
+@pytest.mark.parametrize("missing", ["impute", "drop"])
+def test_evaluate_fills_or_drops_missing_cells_as_the_run_did(missing):
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"a": rng.normal(size=200), "b b": rng.normal(size=200)})
+    table["y"] = table["a"] - table["b b"]
+    table.loc[:49, "a"] = np.nan  # 50 rows with a missing cell
+    result = tfkit.train(table, target="y", missing=missing, epochs=2, seed=0, **QUIET)
+    scores = tfkit.evaluate(result, table)
+    kept = table if missing == "impute" else table.dropna()
+    assert scores["count"] == len(kept) == (200 if missing == "impute" else 150)
+    # The same rows through result.predict, which fills as the run did (or gets whole rows).
+    predicted = result.predict(kept.drop(columns="y")).reshape(-1)
+    assert scores["mae"] == pytest.approx(float(np.mean(np.abs(predicted - kept["y"]))),
+                                          rel=1e-4)
+
+
+@pytest.mark.parametrize(("classes", "units", "needs"), [
+    (3, 2, 'needs 3 (a final Dense(3, activation="softmax"), a probability for each class: '
+           "0, 1, 2); change its last layer, or pass task= if the task was read wrongly"),
+    (3, 1, 'needs 3 (a final Dense(3, activation="softmax")'),
+    (2, 2, "needs 1 (a final Dense(1, activation=\"sigmoid\"): the probability of '1' against "
+           "'0'); change its last layer, or pass task=\"multiclass\" for two softmax units"),
+])
+def test_a_model_whose_outputs_do_not_fit_the_classes_is_refused_before_training(
+        classes, units, needs):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    y = np.arange(60) % classes
+    given = keras.Sequential([keras.layers.Dense(units, activation="softmax")])
+    with pytest.raises(ValueError, match=re.escape(
+            f"answers {units} value(s) per row (output shape (None, {units})), but the task "
+            f"is {'binary' if classes == 2 else 'multiclass'}, which {needs}")):
+        tfkit.train((x, y), model=given, epochs=1, **QUIET)
+    if classes == 2:  # as the message says
+        tfkit.train((x, y), model=given, task="multiclass", epochs=1, **QUIET)
+
+
+VOCABULARY_LAYERS = (keras.layers.StringLookup, keras.layers.TextVectorization)
+
+
+class CityModel(keras.Model):
+    """A subclassed model around an adapted lookup."""
+
+    def __init__(self, lookup=None, **kwargs):
+        super().__init__(**kwargs)
+        self.lookup = lookup or keras.layers.StringLookup(output_mode="one_hot")
+        self.out = keras.layers.Dense(1, activation="sigmoid")
+
+    def call(self, inputs):
+        return self.out(self.lookup(inputs["City Name"]))
+
+    def get_config(self):
+        return {**super().get_config(), "lookup": keras.layers.serialize(self.lookup)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(lookup=keras.layers.deserialize(config.pop("lookup")), **config)
+
+
+def _adapted_city_model(kind: str, cities: np.ndarray) -> keras.Model:
+    if kind == "text_vectorization":
+        words = keras.layers.TextVectorization(output_sequence_length=2)
+        words.adapt(cities)
+        city = keras.Input((1,), name="City Name", dtype="string")
+        x = keras.layers.Embedding(words.vocabulary_size(), 4)(words(city))
+        x = keras.layers.GlobalAveragePooling1D()(x)
+        return keras.Model({"City Name": city}, keras.layers.Dense(1, activation="sigmoid")(x))
+    lookup = keras.layers.StringLookup(output_mode="int" if kind == "int" else "one_hot")
+    lookup.adapt(cities)
+    if kind == "subclassed":
+        model = CityModel(lookup)
+        model({"City Name": cities[:2].reshape(-1, 1)})  # built, before train()
+        return model
+    city = keras.Input((1,), name="City Name", dtype="string")
+    x = lookup(city)
+    if kind == "int":
+        x = keras.layers.Flatten()(keras.layers.Embedding(lookup.vocabulary_size(), 4)(x))
+    return keras.Model({"City Name": city}, keras.layers.Dense(1, activation="sigmoid")(x))
+
+
+@pytest.mark.parametrize("kind", ["int", "one_hot", "subclassed", "text_vectorization"])
+def test_an_adapted_vocabulary_is_kept_in_the_strategys_copy(kind):
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"City Name": rng.choice(["Zürich", "Berlin", "東京", "Lyon"], 240)})
+    table["Coastal?"] = np.where(table["City Name"].isin(["東京", "Lyon"]), "yes", "no")
+    given = _adapted_city_model(kind, table["City Name"].to_numpy())
+    adapted = next(layer for layer in given._flatten_layers()
+                   if isinstance(layer, VOCABULARY_LAYERS)).get_vocabulary()
+    result = tfkit.train(table, target="Coastal?", model=given, epochs=30, batch_size=32,
+                         learning_rate=0.05, seed=0, **QUIET)
+    copied = next(layer for layer in result.model._flatten_layers()
+                  if isinstance(layer, VOCABULARY_LAYERS))
+    assert copied.get_vocabulary() == adapted
+    assert result.history["val_accuracy"][-1] == 1.0, result.history
+    assert result.spec.class_names == ("no", "yes")  # binary: one probability, of "yes"
+    answers = result.predict(pd.DataFrame({"City Name": ["Lyon", "Berlin"]}))[:, 0]
+    assert answers[0] > 0.9 > 0.1 > answers[1], answers
+
+
 def test_a_compiled_optimizer_is_used_unless_train_names_one(arrays, capsys):
     given = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     given.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")

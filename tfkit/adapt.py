@@ -60,6 +60,8 @@ def build(given: Any, spec: DataSpec, model_kwargs: dict, standardize_target: bo
     else:
         model = models.build(given, spec, **model_kwargs)
     model = _on_the_data(model, spec)
+    if not isinstance(given, str):  # a model of the user's (tfkit's builders fit the task)
+        _check_outputs(model, spec)
     if standardize_target and spec.target_scale is not None:
         model = _in_target_units(model, spec)
     return model
@@ -199,7 +201,7 @@ def _in_scope(model: keras.Model, spec: DataSpec) -> keras.Model:
     if not model.weights:
         return model  # unbuilt: its variables are made in this scope when it is built
     try:
-        copy = keras.models.clone_model(model)
+        copy = _clone(model)
         if not copy.weights:
             _build(copy, spec)
         copy.set_weights(model.get_weights())
@@ -214,6 +216,44 @@ def _in_scope(model: keras.Model, spec: DataSpec) -> keras.Model:
             "model=lambda spec: MyModel()"
         ) from None
     return copy
+
+
+def _clone(model: keras.Model) -> keras.Model:
+    """A copy of `model`, its lookup layers holding the vocabularies they adapted.
+
+    A vocabulary (StringLookup, IntegerLookup, TextVectorization) is a table,
+    not a weight: `set_weights` cannot carry it, and a one-hot lookup's output
+    width depends on it, so it goes into each layer's config as it is made.
+    """
+    if isinstance(model, keras.Sequential) or _declared_input(model) is not None:
+        return keras.models.clone_model(model, clone_function=_with_vocabulary, recursive=True)
+    # Subclassed: made from its config as clone_model makes it, but left unbuilt, so that
+    # each lookup takes its vocabulary before its first call.
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("build_config", None)
+    copy = keras.saving.deserialize_keras_object(
+        config, custom_objects={type(model).__name__: type(model)})
+    for given, made in zip(_all_layers(model), _all_layers(copy), strict=False):
+        if _is_lookup(given) and _is_lookup(made) and _vocabulary(given):
+            made.set_vocabulary(_vocabulary(given))
+    return copy
+
+
+def _with_vocabulary(layer: Any) -> Any:
+    config = layer.get_config()
+    if _is_lookup(layer) and _vocabulary(layer):
+        config["vocabulary"] = _vocabulary(layer)
+    return layer.__class__.from_config(config)
+
+
+def _is_lookup(layer: Any) -> bool:
+    return hasattr(layer, "get_vocabulary") and hasattr(layer, "set_vocabulary")
+
+
+def _vocabulary(layer: Any) -> list:
+    """The tokens the layer learned (its special tokens left out), as Python values."""
+    return [token.item() if isinstance(token, np.generic) else token
+            for token in layer.get_vocabulary(include_special_tokens=False)]
 
 
 def _on_the_data(model: keras.Model, spec: DataSpec) -> keras.Model:
@@ -231,6 +271,32 @@ def _on_the_data(model: keras.Model, spec: DataSpec) -> keras.Model:
     if not model.built or not model.weights:
         _build(model, spec)
     return model
+
+
+def _check_outputs(model: keras.Model, spec: DataSpec) -> None:
+    """Refuses a model whose answer per row does not fit the task (before a step fails on it)."""
+    if spec.task not in ("binary", "multiclass", "regression"):
+        return
+    rows = tf.nest.map_structure(lambda values: np.asarray(values)[:2], spec.sample)
+    answer = model(rows, training=False)
+    shape = tuple(getattr(answer, "shape", ()))
+    if len(shape) < 2 or shape[-1] in (None, spec.output_units):
+        return  # several outputs, or one value a row without a last axis: Keras checks those
+    needs = {
+        "multiclass": f"{spec.output_units} (a final Dense({spec.output_units}, "
+                      "activation=\"softmax\"), a probability for each class: "
+                      + ", ".join(spec.class_names[:10]) + ")",
+        "binary": "1 (a final Dense(1, activation=\"sigmoid\"): the probability of "
+                  f"{spec.class_names[1]!r} against {spec.class_names[0]!r})",
+        "regression": "1 (a final Dense(1))",
+    }[spec.task]
+    other = ('task="multiclass" for two softmax units' if spec.task == "binary"
+             and shape[-1] == 2 else "task= if the task was read wrongly")
+    raise ValueError(
+        f"model {model.name!r} answers {shape[-1]} value(s) per row (output shape "
+        f"{(None, *shape[1:])}), but the task is {spec.task}, which needs {needs}; "
+        f"change its last layer, or pass {other}"
+    )
 
 
 def _declared_input(model: keras.Model) -> Any:

@@ -18,6 +18,10 @@ def evaluate(source: Any, data: Any, *, target: str | None = None,
              batch_size: int = 1024) -> dict[str, float]:
     """Loss and metrics on new data, read and cleaned as the training data was.
 
+    Rows with a missing cell are filled as training filled them when the run
+    used `missing="impute"`, and dropped (and counted in `count`) otherwise;
+    a model or an export, which keep no such policy, drops them.
+
     Args:
         source: a `TrainResult` (its data's columns, classes, loss and metrics),
             a `keras.Model` (the task inferred from `data`; a compiled model's
@@ -49,7 +53,7 @@ def evaluate(source: Any, data: Any, *, target: str | None = None,
         loss, metrics = adapt.loss_and_metrics(source, None, None)
         return _scores(source, x, y, spec, loss, metrics, None, batch_size)
     spec, config = source.spec, source.config
-    x, y = data_lib.prepare_like(data, spec, target=target)
+    x, y = data_lib.prepare_like(data, spec, target=target, missing=config.missing)
     loss, metrics = adapt.loss_and_metrics(config.model, config.loss, config.metrics)
     scale = spec.target_scale if config.standardize_target else None
     return _scores(source.model, x, y, spec, loss, metrics, scale, batch_size)

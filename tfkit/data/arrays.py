@@ -56,6 +56,7 @@ def check_arrays(x: np.ndarray, y: np.ndarray, argument: str) -> tuple[np.ndarra
     x = x.astype(np.float32, copy=False)
     if x.ndim == 1:
         x = x.reshape(-1, 1)
+    y = _one_label_per_row(y, prefix)
     bad = int(np.count_nonzero(~np.isfinite(x)))
     if bad:
         raise ValueError(f"{prefix}X holds {bad} NaN or infinite values; fill or drop them first")
@@ -65,6 +66,18 @@ def check_arrays(x: np.ndarray, y: np.ndarray, argument: str) -> tuple[np.ndarra
             "or infinite labels; drop those rows first"
         )
     return x, y
+
+
+def _one_label_per_row(y: np.ndarray, prefix: str) -> np.ndarray:
+    """y as [N]: a column of labels [N, 1], as Keras users often keep them, is one label a row."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        return y.reshape(-1)
+    if y.ndim != 1:
+        hint = ("; one-hot labels? pass y.argmax(axis=1), the class ids"
+                if y.ndim == 2 and np.isin(y, (0, 1)).all() else "")
+        raise ValueError(f"{prefix}y must hold one label per row, shape ({len(y)},) or "
+                         f"({len(y)}, 1); got shape {y.shape}{hint}")
+    return y
 
 
 def validation_arrays(validation, input_shape, task, class_names,
@@ -97,6 +110,8 @@ def unbatched_pairs(ds: tf.data.Dataset, argument: str) -> tf.data.Dataset:
         raise ValueError("a tf.data.Dataset of dict features is not supported; pass a DataFrame")
     if ds.element_spec[1].shape.rank and ds.element_spec[1].shape[0] is None:
         ds = ds.unbatch()  # batched input: tfkit batches by the global batch size itself
+    if ds.element_spec[1].shape == (1,):  # a label column [N, 1]: one label a row, as for arrays
+        ds = ds.map(lambda x, y: (x, tf.reshape(y, [])))
     return ds
 
 
