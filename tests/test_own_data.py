@@ -498,6 +498,94 @@ def test_a_model_whose_outputs_do_not_fit_the_classes_is_refused_before_training
         tfkit.train((x, y), model=given, task="multiclass", epochs=1, **QUIET)
 
 
+def test_a_misspelt_model_kwarg_is_refused_naming_what_the_builder_takes(arrays):
+    with pytest.raises(ValueError, match=re.escape(
+            "model_kwargs 'hiden': 'mlp' takes no such argument; did you mean 'hidden'? "
+            "it takes: hidden, dropout, l2")):
+        tfkit.train(arrays, model_kwargs={"hiden": [32]}, epochs=1, **QUIET)
+
+    def wide(spec, units=8):
+        return keras.Sequential([keras.layers.Dense(units), keras.layers.Dense(1)])
+
+    with pytest.raises(ValueError, match=re.escape(
+            "model_kwargs 'width': 'wide' takes no such argument; it takes: units")):
+        tfkit.train(arrays, model=wide, model_kwargs={"width": 4}, epochs=1, **QUIET)
+    tfkit.train(arrays, model=wide, model_kwargs={"units": 4}, epochs=1, **QUIET)
+
+
+def test_predict_takes_rows_as_a_list_of_dicts_or_a_csv_path(tmp_path):
+    table = houses(120, seed=3)
+    result = tfkit.train(table, target=TARGET, epochs=1, seed=0, **QUIET)
+    rows = table.drop(columns=[TARGET]).dropna().head(5)
+    rows = rows[~rows["Lot Area"].isin(["?", "N/A", "-"])]
+    expected = result.predict(rows)
+    rows.to_csv(tmp_path / "new rows.csv", index=False)
+    np.testing.assert_allclose(result.predict(rows.to_dict("records")), expected, rtol=1e-6)
+    np.testing.assert_allclose(result.predict(str(tmp_path / "new rows.csv")), expected,
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="must be a DataFrame, a dict of column values, a "
+                                         "list of row dicts or a CSV path; got int"):
+        result.predict(3)
+
+
+def test_evaluate_on_an_export_takes_columns_named_in_any_language(tmp_path):
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"Größe (m²)": rng.normal(size=120), "Ask Price": rng.normal(size=120),
+                          "東京": rng.choice(["ja", "nein"], 120)})
+    table["y"] = 2 * table["Größe (m²)"] + (table["東京"] == "ja")
+    result = tfkit.train(table, target="y", epochs=2, seed=0, verbose=0, logdir=None,
+                         export=str(tmp_path / "models"))
+    from_result = tfkit.evaluate(result, table)
+    from_export = tfkit.evaluate(result.export_path, table, target="y")
+    assert from_export["count"] == from_result["count"] == 120
+    assert from_export["mae"] == pytest.approx(from_result["mae"], rel=1e-4)
+
+
+def test_a_new_version_that_answers_differently_is_warned_of(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    flats = pd.DataFrame({"Area (m²)": rng.uniform(30, 200, 120)})
+    flats["Price"] = 3000 * flats["Area (m²)"]
+    flats["Kind"] = np.where(flats["Area (m²)"] > 100, "house", "flat")
+    options = {"epochs": 1, "verbose": 0, "logdir": None, "export": str(tmp_path)}
+    with caplog.at_level("WARNING", logger="tfkit.export"):
+        tfkit.train(flats, target="Price", **options)
+        tfkit.train(flats, target="Price", **options)  # the same model again: no warning
+        assert not caplog.records
+        third = tfkit.train(flats, target="Kind", **options)
+    assert third.export_path.endswith(os.path.join("data", "3"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "data version 3 has inputs 'Area (m²)', 'Price' where version 2 had 'Area (m²)', "
+        "'Kind'; outputs 'class_ids', 'classes', 'probabilities' where version 2 had "
+        "'predictions': a server answers 'data' with the newest version only, so clients of "
+        "the old one now fail; if it is another model, export it under a name of its own "
+        "(model_name= / --model-name)"]
+
+
+def test_a_model_of_named_inputs_must_take_the_tables_columns_one_for_one():
+    """Keras would feed a dict with extra keys by position: 'Rooms' would get 'City'."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"Area": rng.normal(size=60), "City": rng.choice(["A", "B"], 60),
+                          "Rooms": rng.normal(size=60)})
+    table["y"] = 2 * table["Area"]
+
+    def named(*columns):
+        inputs = {c: keras.Input((1,), name=c) for c in columns}
+        joined = keras.layers.Concatenate()(list(inputs.values()))
+        return keras.Model(inputs, keras.layers.Dense(1)(joined))
+
+    with pytest.raises(ValueError, match=re.escape(
+            "takes the columns 'Area', 'Rooms', but the table also has 'City': drop those "
+            "from the table (table.drop(columns=['City'])) or give the model an input for each")):
+        tfkit.train(table, target="y", model=named("Area", "Rooms"), epochs=1, **QUIET)
+    with pytest.raises(ValueError, match=re.escape(
+            "takes the column(s) 'Floor', which the table lacks; its columns (the target 'y' "
+            "aside) are: 'Area', 'Rooms'")):
+        tfkit.train(table.drop(columns=["City"]), target="y", model=named("Area", "Floor"),
+                    epochs=1, **QUIET)
+    tfkit.train(table.drop(columns=["City"]), target="y", model=named("Area", "Rooms"),
+                epochs=1, **QUIET)
+
+
 VOCABULARY_LAYERS = (keras.layers.StringLookup, keras.layers.TextVectorization)
 
 

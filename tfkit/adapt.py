@@ -264,6 +264,8 @@ def _on_the_data(model: keras.Model, spec: DataSpec) -> keras.Model:
     numeric columns stacked in order.
     """
     declared = _declared_input(model)
+    if spec.kind == "table" and isinstance(declared, dict):
+        _check_columns(model, sorted(declared), spec)
     if spec.kind == "table" and declared is not None and not isinstance(declared, dict):
         return _stacked_columns(model, spec, declared.shape[-1])
     if spec.kind == "table" and declared is None and isinstance(model, keras.Sequential):
@@ -297,6 +299,22 @@ def _check_outputs(model: keras.Model, spec: DataSpec) -> None:
         f"{(None, *shape[1:])}), but the task is {spec.task}, which needs {needs}; "
         f"change its last layer, or pass {other}"
     )
+
+
+def _check_columns(model: keras.Model, takes: list[str], spec: DataSpec) -> None:
+    """Refuses a model of named inputs that are not the table's columns, one for one."""
+    lacking = [c for c in takes if c not in spec.columns]
+    unused = [c for c in spec.columns if c not in takes]
+    if lacking:
+        raise ValueError(
+            f"model {model.name!r} takes the column(s) {', '.join(map(repr, lacking))}, which "
+            f"the table lacks; its columns (the target {spec.target!r} aside) are: "
+            + ", ".join(map(repr, spec.columns)))
+    if unused:
+        raise ValueError(
+            f"model {model.name!r} takes the columns {', '.join(map(repr, takes))}, but the "
+            f"table also has {', '.join(map(repr, unused))}: drop those from the table "
+            f"(table.drop(columns={unused!r})) or give the model an input for each")
 
 
 def _declared_input(model: keras.Model) -> Any:

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfkit import adapt
 from tfkit import data as data_lib
+from tfkit.export_inputs import argument_names
 from tfkit.steps import example_losses, labels_for, per_example_loss
 
 
@@ -93,8 +94,9 @@ def _evaluate_export(path: str, data: Any, target: str | None, batch_size: int):
     serve = tf.saved_model.load(path).signatures["serving_default"]
     spec = data_lib.prepare(data, target=target, validation_split=0.0).spec
     x, y = data_lib.prepare_like(data, spec, target=target)
-    if isinstance(x, dict):  # table columns: the signature takes [N] values
-        x = {name: np.asarray(values).reshape(-1) for name, values in x.items()}
+    if isinstance(x, dict):  # table columns: the signature takes [N] values, by argument name
+        args = argument_names(list(x))
+        x = {args[name]: np.asarray(values).reshape(-1) for name, values in x.items()}
     batches = data_lib.row_batches(x, batch_size)
     outputs = [serve(**b) if isinstance(b, dict) else serve(b) for b in batches]
     if "predictions" in outputs[0]:

@@ -31,17 +31,59 @@ def write_version(
     temp = base / f".tmp-{version}-{secrets.token_hex(4)}"
     try:
         write_and_verify(temp)
+        changed = _changed_signature(base, temp)
         os.rename(temp, final)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     logger.info("Exported %s version %d to %s", base.name, version, final)
+    if changed:
+        logger.warning(
+            "%s version %d has %s: a server answers %r with the newest version only, so "
+            "clients of the old one now fail; if it is another model, export it under a "
+            "name of its own (model_name= / --model-name)", base.name, version, changed, base.name)
     return final
 
 
+def _changed_signature(base: pathlib.Path, written: pathlib.Path) -> str | None:
+    """How the serving_default inputs or outputs differ from the newest earlier version's."""
+    versions = _versions(base)
+    if not versions:
+        return None
+    before, after = (_signature_keys(folder) for folder in (base / str(max(versions)), written))
+    if before is None or after is None or before == after:
+        return None
+    parts = []
+    for kind, old, new in zip(("inputs", "outputs"), before, after, strict=True):
+        if old != new:
+            parts.append(f"{kind} {', '.join(map(repr, sorted(new)))} where version "
+                         f"{max(versions)} had {', '.join(map(repr, sorted(old)))}")
+    return "; ".join(parts)
+
+
+def _signature_keys(folder: pathlib.Path) -> tuple[frozenset, frozenset] | None:
+    """The serving_default signature's input and output keys, or None without one to read."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    try:
+        saved_model = saved_model_pb2.SavedModel.FromString(
+            (folder / "saved_model.pb").read_bytes())
+    except (OSError, DecodeError):  # a version without a readable file: nothing to compare
+        return None
+    for meta_graph in saved_model.meta_graphs:
+        if "serving_default" in meta_graph.signature_def:
+            signature = meta_graph.signature_def["serving_default"]
+            return frozenset(signature.inputs), frozenset(signature.outputs)
+    return None
+
+
+def _versions(base: pathlib.Path) -> list[int]:
+    return [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+
+
 def _next_version(base: pathlib.Path) -> int:
-    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(versions, default=0) + 1
+    return max(_versions(base), default=0) + 1
 
 
 def edit_signatures(

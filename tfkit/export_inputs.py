@@ -114,18 +114,18 @@ def _dtype_of(values: np.ndarray) -> tf.DType:
 
 def _with_args(columns: list[Column], keyed: bool) -> tuple[list[Column], bool]:
     """The columns with their signature argument names, unique, in the columns' order."""
-    args = _argument_names([c.name for c in columns])
+    args = argument_names([c.name for c in columns])
     return [dataclasses.replace(c, arg=args[c.name]) for c in columns], keyed
 
 
-def _argument_names(names: Sequence[str]) -> dict[str, str]:
+def argument_names(names: Sequence[str]) -> dict[str, str]:
     """Python identifiers that are also graph op names, as TensorFlow's signatures need.
 
     Each is what TensorFlow makes of the name for a keyword argument (each
     character that is not a letter or digit becomes "_", and "arg_" goes before
-    a leading non-letter), in ASCII, so that ``tf.saved_model.load`` callers may
-    also pass the column's own name. A name already valid is kept; a clash gets
-    "_2", "_3", ...
+    a leading non-letter), in ASCII: the keyword arguments that callers of
+    ``tf.saved_model.load``'s signature pass ("Größe" becomes "Grosse"). A name
+    already valid is kept; a clash gets "_2", "_3", ...
     """
     chosen = {n: n for n in names if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", n)}
     taken = set(chosen.values())

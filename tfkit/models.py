@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import inspect
 import re
 import unicodedata
 import warnings
@@ -136,8 +137,10 @@ def build(model: Any, spec: DataSpec, **kwargs: Any) -> keras.Model:
             raise ValueError(
                 f"unknown model {model!r}; {hint}the builders are: {', '.join(available())}"
             )
+        _check_kwargs(BUILDERS[model], model, kwargs)
         return BUILDERS[model](spec, **kwargs)
     if callable(model):
+        _check_kwargs(model, getattr(model, "__name__", "the model callable"), kwargs)
         built = model(spec, **kwargs)
         if not isinstance(built, keras.Model):
             raise ValueError(
@@ -148,6 +151,25 @@ def build(model: Any, spec: DataSpec, **kwargs: Any) -> keras.Model:
         f"model must be a builder name ({', '.join(available())}), a keras.Model or a "
         f"callable(spec) -> keras.Model; got {type(model).__name__}"
     )
+
+
+def _check_kwargs(builder: Any, name: str, kwargs: dict) -> None:
+    """Refuses model_kwargs the builder does not take, naming the ones it does."""
+    try:
+        parameters = list(inspect.signature(builder).parameters.values())[1:]  # after spec
+    except (TypeError, ValueError):
+        return  # no signature to read (a C function): the call itself will tell
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    takes = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [key for key in kwargs if key not in takes]
+    if unknown:
+        close = [m for key in unknown for m in difflib.get_close_matches(key, takes, n=1)]
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise ValueError(
+            f"model_kwargs {', '.join(map(repr, unknown))}: {name!r} takes no such argument; "
+            f"{hint}it takes: {', '.join(takes) or 'none'}"
+        )
 
 
 def table_inputs(spec: DataSpec) -> dict[str, keras.KerasTensor]:

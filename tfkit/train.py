@@ -56,7 +56,8 @@ class TrainResult:
         rather than answered with NaN.
 
         Args:
-            features: for a table, a DataFrame or a dict of column values
+            features: for a table, a DataFrame, a dict of column values, a
+                list of row dicts (as the server's "instances") or a CSV path
                 (extra columns, such as the target, are ignored); otherwise an
                 array of examples.
             batch_size: rows per model call.

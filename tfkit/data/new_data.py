@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -77,7 +78,8 @@ def read_features(features: Any, spec: DataSpec, *, missing: str = "drop") -> di
     `missing="drop"` the model never saw such rows, so they are refused.
 
     Args:
-        features: a DataFrame or a dict of column values; extra columns are ignored.
+        features: a DataFrame, a dict of column values, a list of row dicts (the
+            server's "instances") or a CSV path; extra columns are ignored.
         spec: the training data's spec (a table's).
         missing: the run's policy.
 
@@ -92,6 +94,7 @@ def read_features(features: Any, spec: DataSpec, *, missing: str = "drop") -> di
         [[3700.0], [3.0]]
     """
     check_choice("missing", missing, MISSING_POLICIES)
+    features = _table(features)
     lacking = [c for c in spec.columns if c not in features]
     if lacking:
         raise ValueError(f"features lack the column(s) {', '.join(map(repr, lacking))}; "
@@ -106,6 +109,20 @@ def read_features(features: Any, spec: DataSpec, *, missing: str = "drop") -> di
     if missing == "drop":
         _refuse_gaps(frame)
     return _filled(frame, spec)
+
+
+def _table(features: Any) -> Any:
+    """Rows given as a list of dicts or a CSV path, as a DataFrame; columns as they are."""
+    if isinstance(features, (pd.DataFrame, dict)):
+        return features
+    if isinstance(features, (list, tuple)) and features and all(
+            isinstance(row, dict) for row in features):
+        return pd.DataFrame(list(features))
+    if isinstance(features, (str, os.PathLike)):
+        return load(features, "features")[1]
+    raise ValueError(
+        "features for a table's model must be a DataFrame, a dict of column values, a list "
+        f"of row dicts or a CSV path; got {type(features).__name__}")
 
 
 def _kinds(spec: DataSpec) -> dict[str, str]:
