@@ -15,6 +15,7 @@ import requests
 from conftest import REPO_ROOT, ServerProcess
 
 import tfkit
+from tfkit import _compat
 
 TARGET = "Sale Price ($)"
 QUIET = {"verbose": 0, "logdir": None, "export": None}
@@ -498,6 +499,30 @@ def test_a_model_whose_outputs_do_not_fit_the_classes_is_refused_before_training
         tfkit.train((x, y), model=given, task="multiclass", epochs=1, **QUIET)
 
 
+def test_a_regressors_width_is_checked_and_spare_class_units_are_not_refused(arrays):
+    with pytest.raises(ValueError, match=re.escape(
+            "answers 3 value(s) per row (output shape (None, 3)), but the task is regression, "
+            "which needs 1 (a final Dense(1)); change its last layer")):
+        tfkit.train(arrays, model=keras.Sequential([keras.layers.Dense(3)]), epochs=1, **QUIET)
+    x = arrays[0]
+    four = keras.Sequential([keras.layers.Dense(4, activation="softmax")])  # a spare unit
+    result = tfkit.train((x, np.arange(len(x)) % 3), model=four, epochs=1, **QUIET)
+    assert result.predict(x[:2]).shape == (2, 4)
+
+
+def test_one_hot_labels_in_a_dataset_are_refused_with_a_hint():
+    import tensorflow as tf
+
+    x = np.zeros((12, 3), np.float32)
+    one_hot = np.eye(3, dtype=np.float32)[np.arange(12) % 3]
+    with pytest.raises(ValueError, match=re.escape(
+            "data: a tf.data.Dataset's labels must be one label per example; its labels have "
+            "shape (3,) each (one-hot labels? map them to class ids with "
+            "tf.argmax(label, axis=-1))")):
+        tfkit.train(tf.data.Dataset.from_tensor_slices((x, one_hot)).batch(4), epochs=1,
+                    **QUIET)
+
+
 def test_a_misspelt_model_kwarg_is_refused_naming_what_the_builder_takes(arrays):
     with pytest.raises(ValueError, match=re.escape(
             "model_kwargs 'hiden': 'mlp' takes no such argument; did you mean 'hidden'? "
@@ -556,9 +581,9 @@ def test_a_new_version_that_answers_differently_is_warned_of(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "data version 3 has inputs 'Area (m²)', 'Price' where version 2 had 'Area (m²)', "
         "'Kind'; outputs 'class_ids', 'classes', 'probabilities' where version 2 had "
-        "'predictions': a server answers 'data' with the newest version only, so clients of "
-        "the old one now fail; if it is another model, export it under a name of its own "
-        "(model_name= / --model-name)"]
+        "'predictions': a request for 'data' without a version is answered by version 3, "
+        "which old clients may not fit; if it is another model, export it under a name of "
+        "its own (model_name= / --model-name)"]
 
 
 def test_a_model_of_named_inputs_must_take_the_tables_columns_one_for_one():
@@ -622,6 +647,10 @@ def _adapted_city_model(kind: str, cities: np.ndarray) -> keras.Model:
         model = CityModel(lookup)
         model({"City Name": cities[:2].reshape(-1, 1)})  # built, before train()
         return model
+    if kind == "subclassed_on_an_input":  # built on a keras.Input: it has an input, as
+        model = CityModel(lookup)        # a functional model has, but a call of its own
+        model({"City Name": keras.Input((1,), name="City Name", dtype="string")})
+        return model
     city = keras.Input((1,), name="City Name", dtype="string")
     x = lookup(city)
     if kind == "int":
@@ -629,23 +658,52 @@ def _adapted_city_model(kind: str, cities: np.ndarray) -> keras.Model:
     return keras.Model({"City Name": city}, keras.layers.Dense(1, activation="sigmoid")(x))
 
 
-@pytest.mark.parametrize("kind", ["int", "one_hot", "subclassed", "text_vectorization"])
+@pytest.mark.parametrize(
+    "kind", ["int", "one_hot", "subclassed", "subclassed_on_an_input", "text_vectorization"])
 def test_an_adapted_vocabulary_is_kept_in_the_strategys_copy(kind):
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"City Name": rng.choice(["Zürich", "Berlin", "東京", "Lyon"], 240)})
     table["Coastal?"] = np.where(table["City Name"].isin(["東京", "Lyon"]), "yes", "no")
     given = _adapted_city_model(kind, table["City Name"].to_numpy())
-    adapted = next(layer for layer in given._flatten_layers()
+    adapted = next(layer for layer in _compat.all_layers(given)
                    if isinstance(layer, VOCABULARY_LAYERS)).get_vocabulary()
     result = tfkit.train(table, target="Coastal?", model=given, epochs=30, batch_size=32,
                          learning_rate=0.05, seed=0, **QUIET)
-    copied = next(layer for layer in result.model._flatten_layers()
+    copied = next(layer for layer in _compat.all_layers(result.model)
                   if isinstance(layer, VOCABULARY_LAYERS))
     assert copied.get_vocabulary() == adapted
     assert result.history["val_accuracy"][-1] == 1.0, result.history
     assert result.spec.class_names == ("no", "yes")  # binary: one probability, of "yes"
     answers = result.predict(pd.DataFrame({"City Name": ["Lyon", "Berlin"]}))[:, 0]
     assert answers[0] > 0.9 > 0.1 > answers[1], answers
+
+
+class InLayer(keras.layers.Layer):
+    """A layer of the user's holding a lookup, which a copy cannot reach."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.lookup = keras.layers.StringLookup(output_mode="one_hot")
+
+    def call(self, x):
+        return self.lookup(x)
+
+
+@pytest.mark.parametrize("where", ["inside_a_layer", "tf_idf"])
+def test_a_vocabulary_that_cannot_be_carried_is_refused_with_what_to_pass(where):
+    cities = np.array(["Zürich", "Berlin", "Lyon"] * 20)
+    city = keras.Input((1,), name="City Name", dtype="string")
+    if where == "inside_a_layer":
+        layer = InLayer()
+        layer.lookup.adapt(cities)
+    else:
+        layer = keras.layers.StringLookup(output_mode="tf_idf")
+        layer.adapt(cities)
+    given = keras.Model({"City Name": city}, keras.layers.Dense(1)(layer(city)))
+    table = pd.DataFrame({"City Name": cities, "y": (cities == "Lyon").astype(float)})
+    with pytest.raises(ValueError, match=r"(?s)could not be copied into it \(.+\)\. Pass it "
+                                         r"unbuilt .+ or pass a function that builds it"):
+        tfkit.train(table, target="y", model=given, epochs=1, **QUIET)
 
 
 def test_a_compiled_optimizer_is_used_unless_train_names_one(arrays, capsys):

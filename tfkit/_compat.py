@@ -66,6 +66,18 @@ def all_layers(model: Any) -> Any:
     return model._flatten_layers()
 
 
+def is_functional(model: Any) -> bool:
+    """True for a model made by the functional API itself (``keras.Model(inputs, outputs)``).
+
+    Keras's class for it, ``Functional``, is not public; a subclass of it (or
+    of ``keras.Model``) may have a ``call`` or config of its own. Checked on
+    Keras 3.15.
+    """
+    from keras.src.models.functional import Functional
+
+    return type(model) is Functional
+
+
 def variable_index(optimizer: Any, variable: Any) -> int:
     """The index of ``variable``'s slots in the optimizer's slot lists.
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkit import models
+from tfkit import _compat, models
 from tfkit.data import DataSpec
 
 TARGET_UNITS_LAYER = "in_target_units"
@@ -45,6 +45,9 @@ def load(given: Any) -> Any:
 
 def build(given: Any, spec: DataSpec, model_kwargs: dict, standardize_target: bool) -> keras.Model:
     """The model to train, made under the current strategy's scope.
+
+    A model of the user's must answer as the task is learned and scored: one
+    value a row for a regression or binary task, at least one per class.
 
     Raises:
         ValueError: the model cannot take the data, or cannot be copied into the
@@ -225,17 +228,22 @@ def _clone(model: keras.Model) -> keras.Model:
     not a weight: `set_weights` cannot carry it, and a one-hot lookup's output
     width depends on it, so it goes into each layer's config as it is made.
     """
-    if isinstance(model, keras.Sequential) or _declared_input(model) is not None:
-        return keras.models.clone_model(model, clone_function=_with_vocabulary, recursive=True)
-    # Subclassed: made from its config as clone_model makes it, but left unbuilt, so that
-    # each lookup takes its vocabulary before its first call.
-    config = keras.saving.serialize_keras_object(model)
-    config.pop("build_config", None)
-    copy = keras.saving.deserialize_keras_object(
-        config, custom_objects={type(model).__name__: type(model)})
-    for given, made in zip(_all_layers(model), _all_layers(copy), strict=False):
-        if _is_lookup(given) and _is_lookup(made) and _vocabulary(given):
-            made.set_vocabulary(_vocabulary(given))
+    if isinstance(model, keras.Sequential) or _compat.is_functional(model):
+        copy = keras.models.clone_model(model, clone_function=_with_vocabulary, recursive=True)
+    else:
+        # Subclassed: made from its config as clone_model makes it, but left unbuilt, so
+        # that each lookup takes its vocabulary before its first call.
+        config = keras.saving.serialize_keras_object(model)
+        config.pop("build_config", None)
+        copy = keras.saving.deserialize_keras_object(
+            config, custom_objects={type(model).__name__: type(model)})
+        for given, made in zip(_all_layers(model), _all_layers(copy), strict=False):
+            if _is_lookup(given) and _is_lookup(made) and _vocabulary(given):
+                made.set_vocabulary(_vocabulary(given))
+    given, made = ([_vocabulary(layer) for layer in _compat.all_layers(m) if _is_lookup(layer)]
+                   for m in (model, copy))
+    if given != made:  # a lookup the walk above cannot reach (inside a layer of the user's)
+        raise ValueError("a lookup layer's vocabulary was not carried into the copy")
     return copy
 
 
@@ -247,7 +255,8 @@ def _with_vocabulary(layer: Any) -> Any:
 
 
 def _is_lookup(layer: Any) -> bool:
-    return hasattr(layer, "get_vocabulary") and hasattr(layer, "set_vocabulary")
+    return isinstance(layer, (keras.layers.StringLookup, keras.layers.IntegerLookup,
+                              keras.layers.TextVectorization))
 
 
 def _vocabulary(layer: Any) -> list:
@@ -266,6 +275,11 @@ def _on_the_data(model: keras.Model, spec: DataSpec) -> keras.Model:
     declared = _declared_input(model)
     if spec.kind == "table" and isinstance(declared, dict):
         _check_columns(model, sorted(declared), spec)
+    if spec.kind == "table" and isinstance(declared, (list, tuple)):
+        raise ValueError(
+            f"model {model.name!r} takes a list of {len(declared)} inputs; a table's model "
+            "takes a dict of its columns ({column: keras.Input(shape=(1,), name=column)}) "
+            "or one input [None, k] fed the number columns in order")
     if spec.kind == "table" and declared is not None and not isinstance(declared, dict):
         return _stacked_columns(model, spec, declared.shape[-1])
     if spec.kind == "table" and declared is None and isinstance(model, keras.Sequential):
@@ -282,16 +296,19 @@ def _check_outputs(model: keras.Model, spec: DataSpec) -> None:
     rows = tf.nest.map_structure(lambda values: np.asarray(values)[:2], spec.sample)
     answer = model(rows, training=False)
     shape = tuple(getattr(answer, "shape", ()))
-    if len(shape) < 2 or shape[-1] in (None, spec.output_units):
+    if len(shape) < 2 or shape[-1] is None or shape[-1] == spec.output_units:
         return  # several outputs, or one value a row without a last axis: Keras checks those
-    needs = {
-        "multiclass": f"{spec.output_units} (a final Dense({spec.output_units}, "
-                      "activation=\"softmax\"), a probability for each class: "
-                      + ", ".join(spec.class_names[:10]) + ")",
-        "binary": "1 (a final Dense(1, activation=\"sigmoid\"): the probability of "
-                  f"{spec.class_names[1]!r} against {spec.class_names[0]!r})",
-        "regression": "1 (a final Dense(1))",
-    }[spec.task]
+    if spec.task == "multiclass":
+        if shape[-1] > spec.output_units:
+            return  # spare units train (a stream's first rows may not show every class)
+        needs = (f"{spec.output_units} (a final Dense({spec.output_units}, "
+                 "activation=\"softmax\"), a probability for each class: "
+                 + ", ".join(spec.class_names[:10]) + ")")
+    elif spec.task == "binary":
+        needs = ("1 (a final Dense(1, activation=\"sigmoid\"): the probability of "
+                 f"{spec.class_names[1]!r} against {spec.class_names[0]!r})")
+    else:
+        needs = "1 (a final Dense(1))"
     other = ('task="multiclass" for two softmax units' if spec.task == "binary"
              and shape[-1] == 2 else "task= if the task was read wrongly")
     raise ValueError(

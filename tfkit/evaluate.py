@@ -20,8 +20,9 @@ def evaluate(source: Any, data: Any, *, target: str | None = None,
     """Loss and metrics on new data, read and cleaned as the training data was.
 
     Rows with a missing cell are filled as training filled them when the run
-    used `missing="impute"`, and dropped (and counted in `count`) otherwise;
-    a model or an export, which keep no such policy, drops them.
+    used `missing="impute"`, and dropped otherwise (`count` is the rows
+    scored); given a model or an export, which keep no such policy, they are
+    dropped.
 
     Args:
         source: a `TrainResult` (its data's columns, classes, loss and metrics),
@@ -95,8 +96,9 @@ def _evaluate_export(path: str, data: Any, target: str | None, batch_size: int):
     spec = data_lib.prepare(data, target=target, validation_split=0.0).spec
     x, y = data_lib.prepare_like(data, spec, target=target)
     if isinstance(x, dict):  # table columns: the signature takes [N] values, by argument name
-        args = argument_names(list(x))
-        x = {args[name]: np.asarray(values).reshape(-1) for name, values in x.items()}
+        args, takes = argument_names(list(x)), serve.structured_input_signature[1]
+        x = {args[name]: np.asarray(values).reshape(-1) for name, values in x.items()
+             if args[name] in takes}
     batches = data_lib.row_batches(x, batch_size)
     outputs = [serve(**b) if isinstance(b, dict) else serve(b) for b in batches]
     if "predictions" in outputs[0]:

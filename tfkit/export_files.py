@@ -39,14 +39,15 @@ def write_version(
     logger.info("Exported %s version %d to %s", base.name, version, final)
     if changed:
         logger.warning(
-            "%s version %d has %s: a server answers %r with the newest version only, so "
-            "clients of the old one now fail; if it is another model, export it under a "
-            "name of its own (model_name= / --model-name)", base.name, version, changed, base.name)
+            "%s version %d has %s: a request for %r without a version is answered by "
+            "version %d, which old clients may not fit; if it is another model, export it "
+            "under a name of its own (model_name= / --model-name)", base.name, version, changed,
+            base.name, version)
     return final
 
 
 def _changed_signature(base: pathlib.Path, written: pathlib.Path) -> str | None:
-    """How the serving_default inputs or outputs differ from the newest earlier version's."""
+    """How the serving_default input or output names differ from the newest earlier version's."""
     versions = _versions(base)
     if not versions:
         return None

@@ -112,6 +112,11 @@ def unbatched_pairs(ds: tf.data.Dataset, argument: str) -> tf.data.Dataset:
         ds = ds.unbatch()  # batched input: tfkit batches by the global batch size itself
     if ds.element_spec[1].shape == (1,):  # a label column [N, 1]: one label a row, as for arrays
         ds = ds.map(lambda x, y: (x, tf.reshape(y, [])))
+    if ds.element_spec[1].shape.rank:
+        raise ValueError(
+            f"{argument}: a tf.data.Dataset's labels must be one label per example; its "
+            f"labels have shape {ds.element_spec[1].shape} each (one-hot labels? map them "
+            "to class ids with tf.argmax(label, axis=-1))")
     return ds
 
 

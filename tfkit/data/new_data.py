@@ -112,17 +112,20 @@ def read_features(features: Any, spec: DataSpec, *, missing: str = "drop") -> di
 
 
 def _table(features: Any) -> Any:
-    """Rows given as a list of dicts or a CSV path, as a DataFrame; columns as they are."""
-    if isinstance(features, (pd.DataFrame, dict)):
-        return features
+    """Rows given as a list of dicts or a CSV path, as a DataFrame; others as they are."""
     if isinstance(features, (list, tuple)) and features and all(
             isinstance(row, dict) for row in features):
         return pd.DataFrame(list(features))
     if isinstance(features, (str, os.PathLike)):
-        return load(features, "features")[1]
-    raise ValueError(
-        "features for a table's model must be a DataFrame, a dict of column values, a list "
-        f"of row dicts or a CSV path; got {type(features).__name__}")
+        features = load(features, "features")[1]
+        if not isinstance(features, pd.DataFrame):
+            raise ValueError("features: that bundled dataset is not a table")
+        return features
+    if not hasattr(features, "__getitem__") or isinstance(features, (str, bytes, np.ndarray)):
+        raise ValueError(
+            "features for a table's model must be a DataFrame, a dict of column values, a "
+            f"list of row dicts or a CSV path; got {type(features).__name__}")
+    return features
 
 
 def _kinds(spec: DataSpec) -> dict[str, str]:
