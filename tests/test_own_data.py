@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -508,6 +509,65 @@ def test_a_regressors_width_is_checked_and_spare_class_units_are_not_refused(arr
     four = keras.Sequential([keras.layers.Dense(4, activation="softmax")])  # a spare unit
     result = tfkit.train((x, np.arange(len(x)) % 3), model=four, epochs=1, **QUIET)
     assert result.predict(x[:2]).shape == (2, 4)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_a_classifier_that_answers_logits_gets_a_note_and_the_loss_it_says_works(
+        classes, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 4)).astype(np.float32)
+    y = np.digitize(x[:, 0], [-0.5, 0.5][:classes - 1])
+    units, last, name = ((1, "sigmoid", "BinaryCrossentropy") if classes == 2
+                         else (3, "softmax", "SparseCategoricalCrossentropy"))
+    options = {**QUIET, "verbose": 1, "epochs": 10, "learning_rate": 0.05, "seed": 0}
+    tfkit.train((x, y), model=keras.Sequential([keras.layers.Dense(units)]), **options)
+    note = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    task = "binary" if classes == 2 else "multiclass"
+    assert len(note) == 1 and note[0].endswith(
+        f"which are not probabilities; tfkit's loss for a {task} task takes probabilities, "
+        f"so end the model with activation={last!r}, or pass "
+        f"loss=keras.losses.{name}(from_logits=True)"), note
+    loss = getattr(keras.losses, name)(from_logits=True)
+    logits = tfkit.train((x, y), model=keras.Sequential([keras.layers.Dense(units)]),
+                         loss=loss, **options)
+    ending = tfkit.train((x, y), model=keras.Sequential([keras.layers.Dense(units,
+                                                                             activation=last)]),
+                         **options)
+    assert "note:" not in capsys.readouterr().out
+    assert logits.history["val_accuracy"][-1] > 0.85
+    assert ending.history["val_accuracy"][-1] > 0.85
+
+
+def test_a_text_column_with_a_value_a_row_is_warned_of_with_what_to_do():
+    rng = np.random.default_rng(0)
+    n = 120
+    table = pd.DataFrame({
+        "Listed On": pd.date_range("2020-01-01", periods=n).strftime("%d %b %Y"),
+        "Sold": pd.date_range("2021-03-01", periods=n, freq="D"),  # datetime64
+        "Listing ID": [f"LX-{i:05d}" for i in rng.permutation(n)],
+        "Street": rng.choice(["Main St", "High St", "Elm Rd"], n),  # a real category
+        "Area": rng.normal(size=n),
+    })
+    table["y"] = 2 * table["Area"]
+    with pytest.warns(tfkit.DataWarning) as caught:
+        tfkit.train(table, target="y", epochs=1, **QUIET)
+    warned = sorted(str(w.message) for w in caught if "distinct values" in str(w.message))
+    dates = ("as a category, any value not seen in training is unknown to the model; they look "
+             "like dates: turn them into numbers (e.g. the year, or days since a start) in a "
+             "column of their own")
+    assert warned == [
+        f"column 'Listed On' has {n} distinct values in {n} rows: {dates}",
+        f"column 'Listing ID' has {n} distinct values in {n} rows: as a category, any value "
+        "not seen in training is unknown to the model; if it is an id or free text, drop it "
+        "from the table",
+        f"column 'Sold' has {n} distinct values in {n} rows: {dates}",
+    ]
+    with warnings.catch_warnings(record=True) as caught:  # said to be categories: no word
+        warnings.simplefilter("always")
+        tfkit.train(table, target="y", epochs=1, column_types={
+            "Listed On": "categorical", "Sold": "categorical", "Listing ID": "categorical"},
+            **QUIET)
+    assert not [w for w in caught if "distinct values" in str(w.message)]
 
 
 def test_one_hot_labels_in_a_dataset_are_refused_with_a_hint():

@@ -22,6 +22,7 @@ from tfkit import _compat, models
 from tfkit.data import DataSpec
 
 TARGET_UNITS_LAYER = "in_target_units"
+PROBE_ROWS = 8  # rows a model of the user's is called on to check what it answers
 
 
 def load(given: Any) -> Any:
@@ -90,6 +91,32 @@ def scale_note(given: Any, spec: DataSpec) -> str | None:
     return (f"note: your model gets the numbers as they are, e.g. {largest!r} around "
             f"{sizes[largest]:,.0f}; tfkit's builders normalize them inside the model, so "
             "give yours a keras.layers.Normalization (or scale the columns) if it learns slowly")
+
+
+def probability_note(model: keras.Model, given: Any, spec: DataSpec, loss: Any) -> str | None:
+    """A note when a classifier of the user's answers with what are not probabilities.
+
+    tfkit's own loss for a class task takes probabilities; a model that ends
+    without a softmax (or sigmoid) learns little from it, with no error.
+    """
+    if isinstance(given, str) or loss is not None or spec.task not in ("binary", "multiclass"):
+        return None
+    rows = tf.nest.map_structure(lambda values: np.asarray(values)[:PROBE_ROWS], spec.sample)
+    answer = model(rows, training=False)
+    if not hasattr(answer, "shape") or len(answer.shape) < 2:
+        return None
+    values = np.asarray(keras.ops.convert_to_numpy(answer), np.float64)
+    probabilities = bool(np.all((values >= 0) & (values <= 1)))
+    if spec.task == "multiclass":
+        probabilities = probabilities and np.allclose(values.sum(axis=-1), 1, atol=1e-3)
+    if probabilities:
+        return None
+    last, loss_name = (("softmax", "SparseCategoricalCrossentropy") if spec.task == "multiclass"
+                       else ("sigmoid", "BinaryCrossentropy"))
+    return (f"note: model {model.name!r} answers values such as {values[0, 0]:.3g}, which are "
+            f"not probabilities; tfkit's loss for a {spec.task} task takes probabilities, so "
+            f"end the model with activation={last!r}, or pass "
+            f"loss=keras.losses.{loss_name}(from_logits=True)")
 
 
 def copy_back(trained: keras.Model, given: Any) -> str | None:
@@ -293,7 +320,7 @@ def _check_outputs(model: keras.Model, spec: DataSpec) -> None:
     """Refuses a model whose answer per row does not fit the task (before a step fails on it)."""
     if spec.task not in ("binary", "multiclass", "regression"):
         return
-    rows = tf.nest.map_structure(lambda values: np.asarray(values)[:2], spec.sample)
+    rows = tf.nest.map_structure(lambda values: np.asarray(values)[:PROBE_ROWS], spec.sample)
     answer = model(rows, training=False)
     shape = tuple(getattr(answer, "shape", ()))
     if len(shape) < 2 or shape[-1] is None or shape[-1] == spec.output_units:

@@ -21,6 +21,8 @@ from tfkit.data.target import (
     units,
 )
 
+DISTINCT_ROWS = 20  # rows a text column needs before a value per row is worth a warning
+
 
 def prepare_table(frame: pd.DataFrame, name: str, o: Options, validation: Any) -> PreparedData:
     """A DataFrame's features and target, split (or with `validation`), as PreparedData."""
@@ -139,7 +141,28 @@ def read_table(frame, o: Options, report: list[str], kinds: dict | None = None,
     features, y, w = features[keep], y[keep], None if w is None else w[keep]
     if training:
         features = _drop_empty_columns(features, report)
+        for column in features.columns:
+            if kinds[column] == "categorical" and o.column_types.get(column) != "categorical":
+                _warn_if_one_value_a_row(frame[column], features[column], column, report)
     return features, y.to_numpy(), None if w is None else w.to_numpy(np.float32), kinds
+
+
+def _warn_if_one_value_a_row(given: pd.Series, text: pd.Series, column: str,
+                             report: list[str]) -> None:
+    """A text column with (nearly) a value per row, such as dates or ids, teaches nothing as
+    categories: every value the model has not seen is unknown to it."""
+    values = text.dropna()
+    distinct = values.nunique()
+    if len(values) < DISTINCT_ROWS or distinct <= len(values) // 2:
+        return
+    sample = values.astype(str).head(50)
+    dates = pd.api.types.is_datetime64_any_dtype(given) or pd.to_datetime(
+        sample, errors="coerce", format="mixed").notna().mean() > 0.9
+    advice = ("they look like dates: turn them into numbers (e.g. the year, or days since "
+              "a start) in a column of their own" if dates
+              else "if it is an id or free text, drop it from the table")
+    warn(f"column {column!r} has {distinct} distinct values in {len(values)} rows: as a "
+         f"category, any value not seen in training is unknown to the model; {advice}", report)
 
 
 def _read_weights(frame: pd.DataFrame, o: Options, report: list[str]) -> pd.Series:
