@@ -48,7 +48,7 @@ def build(given: Any, spec: DataSpec, model_kwargs: dict, standardize_target: bo
     """The model to train, made under the current strategy's scope.
 
     A model of the user's must answer as the task is learned and scored: one
-    value a row for a regression or binary task, at least one per class.
+    value a row for a regression or binary task, one per class.
 
     Raises:
         ValueError: the model cannot take the data, or cannot be copied into the
@@ -101,8 +101,7 @@ def probability_note(model: keras.Model, given: Any, spec: DataSpec, loss: Any) 
     """
     if isinstance(given, str) or loss is not None or spec.task not in ("binary", "multiclass"):
         return None
-    rows = tf.nest.map_structure(lambda values: np.asarray(values)[:PROBE_ROWS], spec.sample)
-    answer = model(rows, training=False)
+    answer = _answer(model, spec)
     if not hasattr(answer, "shape") or len(answer.shape) < 2:
         return None
     values = np.asarray(keras.ops.convert_to_numpy(answer), np.float64)
@@ -320,14 +319,10 @@ def _check_outputs(model: keras.Model, spec: DataSpec) -> None:
     """Refuses a model whose answer per row does not fit the task (before a step fails on it)."""
     if spec.task not in ("binary", "multiclass", "regression"):
         return
-    rows = tf.nest.map_structure(lambda values: np.asarray(values)[:PROBE_ROWS], spec.sample)
-    answer = model(rows, training=False)
-    shape = tuple(getattr(answer, "shape", ()))
+    shape = tuple(getattr(_answer(model, spec), "shape", ()))
     if len(shape) < 2 or shape[-1] is None or shape[-1] == spec.output_units:
         return  # several outputs, or one value a row without a last axis: Keras checks those
-    if spec.task == "multiclass":
-        if shape[-1] > spec.output_units:
-            return  # spare units train (a stream's first rows may not show every class)
+    if spec.task == "multiclass":  # spare units would train, but not export: no name for them
         needs = (f"{spec.output_units} (a final Dense({spec.output_units}, "
                  "activation=\"softmax\"), a probability for each class: "
                  + ", ".join(spec.class_names[:10]) + ")")
@@ -343,6 +338,12 @@ def _check_outputs(model: keras.Model, spec: DataSpec) -> None:
         f"{(None, *shape[1:])}), but the task is {spec.task}, which needs {needs}; "
         f"change its last layer, or pass {other}"
     )
+
+
+def _answer(model: keras.Model, spec: DataSpec) -> Any:
+    """The model's answer to the first rows of the training sample."""
+    rows = tf.nest.map_structure(lambda values: np.asarray(values)[:PROBE_ROWS], spec.sample)
+    return model(rows, training=False)
 
 
 def _check_columns(model: keras.Model, takes: list[str], spec: DataSpec) -> None:
