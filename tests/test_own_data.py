@@ -671,6 +671,12 @@ def test_a_model_of_named_inputs_must_take_the_tables_columns_one_for_one():
                     epochs=1, **QUIET)
     tfkit.train(table.drop(columns=["City"]), target="y", model=named("Area", "Rooms"),
                 epochs=1, **QUIET)
+    area, rooms = keras.Input((1,), name="Area"), keras.Input((1,), name="Rooms")
+    listed = keras.Model([area, rooms], keras.layers.Dense(1)(
+        keras.layers.Concatenate()([area, rooms])))
+    with pytest.raises(ValueError, match=re.escape(
+            "takes a list of 2 inputs; a table's model takes a dict of its columns")):
+        tfkit.train(table.drop(columns=["City"]), target="y", model=listed, epochs=1, **QUIET)
 
 
 VOCABULARY_LAYERS = (keras.layers.StringLookup, keras.layers.TextVectorization)
