@@ -646,6 +646,9 @@ def test_a_new_version_that_answers_differently_is_warned_of(tmp_path, caplog):
         "'predictions': a request for 'data' without a version is answered by version 3, "
         "which old clients may not fit; if it is another model, export it under a name of "
         "its own (model_name= / --model-name)"]
+    arrays = tfkit.train((flats[["Area (m²)"]].to_numpy(), flats["Price"].to_numpy()),
+                         **{**options, "export": str(tmp_path / "arrays")})
+    assert arrays.export_path == str(tmp_path / "arrays" / "data" / "1")  # arrays: "data" too
 
 
 def test_a_model_of_named_inputs_must_take_the_tables_columns_one_for_one():

@@ -47,9 +47,6 @@ def load(given: Any) -> Any:
 def build(given: Any, spec: DataSpec, model_kwargs: dict, standardize_target: bool) -> keras.Model:
     """The model to train, made under the current strategy's scope.
 
-    A model of the user's must answer as the task is learned and scored: one
-    value a row for a regression or binary task, one per class.
-
     Raises:
         ValueError: the model cannot take the data, or cannot be copied into the
             strategy's scope; the message says what to pass instead.
@@ -64,8 +61,6 @@ def build(given: Any, spec: DataSpec, model_kwargs: dict, standardize_target: bo
     else:
         model = models.build(given, spec, **model_kwargs)
     model = _on_the_data(model, spec)
-    if not isinstance(given, str):  # a model of the user's (tfkit's builders fit the task)
-        _check_outputs(model, spec)
     if standardize_target and spec.target_scale is not None:
         model = _in_target_units(model, spec)
     return model
@@ -93,16 +88,32 @@ def scale_note(given: Any, spec: DataSpec) -> str | None:
             "give yours a keras.layers.Normalization (or scale the columns) if it learns slowly")
 
 
-def probability_note(model: keras.Model, given: Any, spec: DataSpec, loss: Any) -> str | None:
-    """A note when a classifier of the user's answers with what are not probabilities.
+def check_answer(model: keras.Model, given: Any, spec: DataSpec, loss: Any) -> str | None:
+    """Checks what a model of the user's answers for a few sample rows, before training.
 
-    tfkit's own loss for a class task takes probabilities; a model that ends
-    without a softmax (or sigmoid) learns little from it, with no error.
+    Its answer per row must fit the task as tfkit learns and scores it: one
+    value for a regression or binary task, one per class (a spare unit would
+    train, but has no class name to export). A classifier that answers what
+    are not probabilities (no softmax or sigmoid) under tfkit's own loss,
+    which takes probabilities, learns little and gets a note. tfkit's
+    builders fit the task and are not called again.
+
+    Returns:
+        The note for the user, or None.
+
+    Raises:
+        ValueError: the answer's width does not fit; the message names the last
+            layer the task needs.
     """
-    if isinstance(given, str) or loss is not None or spec.task not in ("binary", "multiclass"):
+    if isinstance(given, str) or spec.task not in ("binary", "multiclass", "regression"):
         return None
-    answer = _answer(model, spec)
-    if not hasattr(answer, "shape") or len(answer.shape) < 2:
+    rows = tf.nest.map_structure(lambda values: np.asarray(values)[:PROBE_ROWS], spec.sample)
+    answer = model(rows, training=False)
+    if not hasattr(answer, "shape") or len(answer.shape) < 2 or answer.shape[-1] is None:
+        return None  # several outputs, or one value a row without a last axis: Keras checks those
+    if answer.shape[-1] != spec.output_units:
+        raise ValueError(_width_error(model, tuple(answer.shape), spec))
+    if loss is not None or spec.task == "regression":
         return None
     values = np.asarray(keras.ops.convert_to_numpy(answer), np.float64)
     probabilities = bool(np.all((values >= 0) & (values <= 1)))
@@ -116,6 +127,23 @@ def probability_note(model: keras.Model, given: Any, spec: DataSpec, loss: Any) 
             f"not probabilities; tfkit's loss for a {spec.task} task takes probabilities, so "
             f"end the model with activation={last!r}, or pass "
             f"loss=keras.losses.{loss_name}(from_logits=True)")
+
+
+def _width_error(model: keras.Model, shape: tuple, spec: DataSpec) -> str:
+    if spec.task == "multiclass":
+        needs = (f"{spec.output_units} (a final Dense({spec.output_units}, "
+                 "activation=\"softmax\"), a probability for each class: "
+                 + ", ".join(spec.class_names[:10]) + ")")
+    elif spec.task == "binary":
+        needs = ("1 (a final Dense(1, activation=\"sigmoid\"): the probability of "
+                 f"{spec.class_names[1]!r} against {spec.class_names[0]!r})")
+    else:
+        needs = "1 (a final Dense(1))"
+    other = ('task="multiclass" for two softmax units' if spec.task == "binary"
+             and shape[-1] == 2 else "task= if the task was read wrongly")
+    return (f"model {model.name!r} answers {shape[-1]} value(s) per row (output shape "
+            f"{(None, *shape[1:])}), but the task is {spec.task}, which needs {needs}; "
+            f"change its last layer, or pass {other}")
 
 
 def copy_back(trained: keras.Model, given: Any) -> str | None:
@@ -313,37 +341,6 @@ def _on_the_data(model: keras.Model, spec: DataSpec) -> keras.Model:
     if not model.built or not model.weights:
         _build(model, spec)
     return model
-
-
-def _check_outputs(model: keras.Model, spec: DataSpec) -> None:
-    """Refuses a model whose answer per row does not fit the task (before a step fails on it)."""
-    if spec.task not in ("binary", "multiclass", "regression"):
-        return
-    shape = tuple(getattr(_answer(model, spec), "shape", ()))
-    if len(shape) < 2 or shape[-1] is None or shape[-1] == spec.output_units:
-        return  # several outputs, or one value a row without a last axis: Keras checks those
-    if spec.task == "multiclass":  # spare units would train, but not export: no name for them
-        needs = (f"{spec.output_units} (a final Dense({spec.output_units}, "
-                 "activation=\"softmax\"), a probability for each class: "
-                 + ", ".join(spec.class_names[:10]) + ")")
-    elif spec.task == "binary":
-        needs = ("1 (a final Dense(1, activation=\"sigmoid\"): the probability of "
-                 f"{spec.class_names[1]!r} against {spec.class_names[0]!r})")
-    else:
-        needs = "1 (a final Dense(1))"
-    other = ('task="multiclass" for two softmax units' if spec.task == "binary"
-             and shape[-1] == 2 else "task= if the task was read wrongly")
-    raise ValueError(
-        f"model {model.name!r} answers {shape[-1]} value(s) per row (output shape "
-        f"{(None, *shape[1:])}), but the task is {spec.task}, which needs {needs}; "
-        f"change its last layer, or pass {other}"
-    )
-
-
-def _answer(model: keras.Model, spec: DataSpec) -> Any:
-    """The model's answer to the first rows of the training sample."""
-    rows = tf.nest.map_structure(lambda values: np.asarray(values)[:PROBE_ROWS], spec.sample)
-    return model(rows, training=False)
 
 
 def _check_columns(model: keras.Model, takes: list[str], spec: DataSpec) -> None:

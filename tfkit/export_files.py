@@ -65,11 +65,9 @@ def _changed_signature(base: pathlib.Path, written: pathlib.Path) -> str | None:
 def _signature_keys(folder: pathlib.Path) -> tuple[frozenset, frozenset] | None:
     """The serving_default signature's input and output keys, or None without one to read."""
     from google.protobuf.message import DecodeError
-    from tensorflow.core.protobuf import saved_model_pb2
 
     try:
-        saved_model = saved_model_pb2.SavedModel.FromString(
-            (folder / "saved_model.pb").read_bytes())
+        saved_model = _read_saved_model(folder)
     except (OSError, DecodeError):  # a version without a readable file: nothing to compare
         return None
     for meta_graph in saved_model.meta_graphs:
@@ -99,11 +97,7 @@ def edit_signatures(
     """
     if not methods and not renames:
         return
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    pb_path = path / "saved_model.pb"
-    saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString(pb_path.read_bytes())
+    saved_model = _read_saved_model(path)
     for meta_graph in saved_model.meta_graphs:
         for key, method in methods.items():
             if key in meta_graph.signature_def:
@@ -112,5 +106,12 @@ def edit_signatures(
         for arg, name in renames.items():
             inputs[name].CopyFrom(inputs[arg])
             del inputs[arg]
-    pb_path.write_bytes(saved_model.SerializeToString())
+    (path / "saved_model.pb").write_bytes(saved_model.SerializeToString())
     _compat.write_fingerprint(path)
+
+
+def _read_saved_model(folder: pathlib.Path) -> Any:
+    """The SavedModel proto in ``folder/saved_model.pb``."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    return saved_model_pb2.SavedModel.FromString((folder / "saved_model.pb").read_bytes())

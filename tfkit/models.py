@@ -137,10 +137,11 @@ def build(model: Any, spec: DataSpec, **kwargs: Any) -> keras.Model:
             raise ValueError(
                 f"unknown model {model!r}; {hint}the builders are: {', '.join(available())}"
             )
-        _check_kwargs(BUILDERS[model], model, kwargs)
+        _check_kwargs(BUILDERS[model], repr(model), kwargs)
         return BUILDERS[model](spec, **kwargs)
     if callable(model):
-        _check_kwargs(model, getattr(model, "__name__", "the model callable"), kwargs)
+        name = getattr(model, "__name__", None)
+        _check_kwargs(model, repr(name) if name else "the model function", kwargs)
         built = model(spec, **kwargs)
         if not isinstance(built, keras.Model):
             raise ValueError(
@@ -154,7 +155,8 @@ def build(model: Any, spec: DataSpec, **kwargs: Any) -> keras.Model:
 
 
 def _check_kwargs(builder: Any, name: str, kwargs: dict) -> None:
-    """Refuses model_kwargs the builder does not take, naming the ones it does."""
+    """Refuses model_kwargs the builder (`name`, as the message shows it) does not take,
+    naming the ones it does."""
     try:
         parameters = list(inspect.signature(builder).parameters.values())[1:]  # after spec
     except (TypeError, ValueError):
@@ -167,7 +169,7 @@ def _check_kwargs(builder: Any, name: str, kwargs: dict) -> None:
         close = [m for key in unknown for m in difflib.get_close_matches(key, takes, n=1)]
         hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
         raise ValueError(
-            f"model_kwargs {', '.join(map(repr, unknown))}: {name!r} takes no such argument; "
+            f"model_kwargs {', '.join(map(repr, unknown))}: {name} takes no such argument; "
             f"{hint}it takes: {', '.join(takes) or 'none'}"
         )
 

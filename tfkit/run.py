@@ -62,7 +62,7 @@ class Run:
         with strategy.scope(), _dtype_policy(config.mixed_precision):
             model = adapt.build(config.model, spec, config.model_kwargs,
                                 config.standardize_target)
-            note = adapt.probability_note(model, config.model, spec, loss)
+            note = adapt.check_answer(model, config.model, spec, loss)
             if note:
                 console.say(note, config.verbose)
             optimizer = adapt.compiled_optimizer(config.model, optimizer_given)
